@@ -1,0 +1,164 @@
+//! Jobs the host publishes and the completions it gets back. Every job is checked on the
+//! host before it reaches the ring: buffer ranges lie inside their buffers, and its loop
+//! cost fits one epoch of the device.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::ring::layout::{self, SqEntry};
+use crate::vk::Buffer;
+
+/// A buffer of u32 elements that jobs read and write, shared by the host and the device.
+/// Cloning is cheap; the memory lives until the last clone and every job using it end.
+#[derive(Clone, Debug)]
+pub struct DeviceBuffer(pub(crate) Arc<Buffer>);
+
+impl DeviceBuffer {
+    /// Capacity in u32 elements.
+    pub fn len_u32(&self) -> u64 {
+        self.0.size() / 4
+    }
+
+    /// Device address of element 0.
+    pub fn address(&self) -> u64 {
+        self.0.address()
+    }
+
+    /// Index of the memory type the buffer lives in.
+    pub fn memory_type(&self) -> u32 {
+        self.0.memory_type()
+    }
+
+    /// Writes `data` starting at element `start`.
+    pub fn write_u32(&self, start: u64, data: &[u32]) -> Result<()> {
+        self.check(start, data.len() as u64)?;
+        self.0.write_bytes(start * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// Reads `count` elements starting at element `start`.
+    pub fn read_u32(&self, start: u64, count: u64) -> Result<Vec<u32>> {
+        self.check(start, count)?;
+        let mut out = vec![0u32; count as usize];
+        self.0.read_bytes(start * 4, bytemuck::cast_slice_mut(&mut out));
+        Ok(out)
+    }
+
+    fn check(&self, start: u64, count: u64) -> Result<()> {
+        let end = start.checked_add(count).unwrap_or(u64::MAX);
+        if end > self.len_u32() {
+            return Err(Error::OutOfRange { start, end, len: self.len_u32() });
+        }
+        Ok(())
+    }
+
+    fn range(&self, range: &Range<u64>) -> Result<(u64, u32)> {
+        if range.start > range.end {
+            return Err(Error::OutOfRange { start: range.start, end: range.end, len: self.len_u32() });
+        }
+        self.check(range.start, range.end - range.start)?;
+        let len = u32::try_from(range.end - range.start)
+            .map_err(|_| Error::OutOfRange { start: range.start, end: range.end, len: u64::from(u32::MAX) })?;
+        Ok((self.address() + range.start * 4, len))
+    }
+}
+
+/// One unit of work for the megakernel.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub(crate) entry: SqEntry,
+    pub(crate) keep: Vec<Arc<Buffer>>,
+}
+
+impl Job {
+    fn new(kind: u32) -> Self {
+        Job { entry: SqEntry { kind, ..Default::default() }, keep: Vec::new() }
+    }
+
+    /// A job that does nothing and completes with zero results.
+    pub fn nop() -> Self {
+        Job::new(layout::JOB_NOP)
+    }
+
+    /// A job whose results are `words`.
+    pub fn echo(words: [u32; 4]) -> Self {
+        let mut job = Job::new(layout::JOB_ECHO);
+        [job.entry.arg0, job.entry.arg1, job.entry.arg2, job.entry.arg3] = words;
+        job
+    }
+
+    /// Sets `buffer[range] = value`.
+    pub fn fill(buffer: &DeviceBuffer, range: Range<u64>, value: u32) -> Result<Self> {
+        let (address, len) = buffer.range(&range)?;
+        let mut job = Job::new(layout::JOB_FILL);
+        job.entry.buf0 = address;
+        job.entry.len = len;
+        job.entry.arg0 = value;
+        job.keep.push(buffer.0.clone());
+        Ok(job)
+    }
+
+    /// Copies `src[src_range]` to `dst` starting at element `dst_start`.
+    pub fn copy(src: &DeviceBuffer, src_range: Range<u64>, dst: &DeviceBuffer, dst_start: u64) -> Result<Self> {
+        let (from, len) = src.range(&src_range)?;
+        let (to, _) = dst.range(&(dst_start..dst_start + u64::from(len)))?;
+        let mut job = Job::new(layout::JOB_COPY);
+        job.entry.buf0 = from;
+        job.entry.buf1 = to;
+        job.entry.len = len;
+        job.keep.extend([src.0.clone(), dst.0.clone()]);
+        Ok(job)
+    }
+
+    /// Wrapping 64-bit sum of `buffer[range]`, returned by [`Completion::sum_u64`].
+    pub fn sum_u32(buffer: &DeviceBuffer, range: Range<u64>) -> Result<Self> {
+        let (address, len) = buffer.range(&range)?;
+        let mut job = Job::new(layout::JOB_SUM_U32);
+        job.entry.buf0 = address;
+        job.entry.len = len;
+        job.keep.push(buffer.0.clone());
+        Ok(job)
+    }
+
+    /// Sets the tag echoed in the completion.
+    pub fn with_tag(mut self, tag: u64) -> Self {
+        self.entry.tag = tag;
+        self
+    }
+
+    /// The job's tag.
+    pub fn tag(&self) -> u64 {
+        self.entry.tag
+    }
+
+    /// Loop iterations the job costs one lane of the kernel (see `glsl/jobs.glsl`).
+    pub fn cost(&self) -> u32 {
+        let e = &self.entry;
+        let strided = e.len.div_ceil(layout::WORKGROUP_SIZE);
+        match e.kind {
+            layout::JOB_FILL | layout::JOB_COPY => strided,
+            // The reduction loop runs log2(WORKGROUP_SIZE) times, plus its exit test.
+            layout::JOB_SUM_U32 => strided + layout::WORKGROUP_SIZE_LOG2 + 1,
+            _ => 0,
+        }
+    }
+}
+
+/// A finished job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The job's tag.
+    pub tag: u64,
+    /// Status code (`STATUS_OK` for a completion returned by `wait`).
+    pub status: u32,
+    /// Result words.
+    pub results: [u32; 4],
+}
+
+impl Completion {
+    /// Results 0 (low) and 1 (high) as one u64 (the sum of `Job::sum_u32`).
+    pub fn sum_u64(&self) -> u64 {
+        u64::from(self.results[0]) | (u64::from(self.results[1]) << 32)
+    }
+}

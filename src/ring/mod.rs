@@ -1,0 +1,225 @@
+//! Host side of the ring protocol (docs/protocol.md): the control block, the submission
+//! queue (SQ) the host publishes into, and the completion queue (CQ) the kernel posts to.
+//!
+//! Algorithm: a bounded multi-producer ring with per-entry sequence words (the scheme of
+//! crossbeam's `ArrayQueue`, with the GPU as the consumer). Indices are `u32` counters that
+//! never reset; entry `i` lives in slot `i & mask`. Producers take an index by CAS on the
+//! host-only `tail` once that slot is free, write the payload, then `seq = i + 1` with
+//! release ordering. The kernel claims `i` by CAS on `sq_head` only after seeing that seq,
+//! and posts job `i`'s completion into CQ slot `i & mask` (payload first, seq last).
+//! A slot is free for index `i + N` once the completion of `i` has been consumed, so the
+//! SQ and the CQ share one capacity: the number of unreaped jobs.
+
+pub mod layout;
+
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use layout::{ControlBlock, CqEntry, SqEntry, CQ_SEQ_OFFSET, SQ_SEQ_OFFSET};
+
+use crate::error::Result;
+use crate::vk::{Buffer, Context, Placement};
+
+/// A field of the control block, by byte offset.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ControlWord(usize);
+
+impl ControlWord {
+    pub(crate) const SHUTDOWN: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, shutdown));
+    pub(crate) const EPOCH: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, epoch));
+    pub(crate) const SQ_HEAD: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, sq_head));
+    pub(crate) const HEARTBEAT: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, heartbeat));
+    pub(crate) const RESIDENT: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, resident));
+}
+
+/// Host-side bookkeeping for one ring slot.
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The only index that may be reserved in this slot next. Starts at the slot number;
+    /// becomes `i + N` once the completion of `i` has been consumed.
+    next: AtomicU32,
+    /// `i + 1` when the handle of job `i` was dropped before consuming its completion;
+    /// the producer of `i + N` then consumes it. 0 otherwise.
+    detached: AtomicU32,
+    /// Buffers the job in this slot uses, kept alive until its completion is consumed.
+    keep: Mutex<Vec<Arc<Buffer>>>,
+}
+
+/// Pads a value to its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct CachePadded<T>(T);
+
+/// The three shared buffers and the host's view of them.
+pub(crate) struct Rings {
+    control: Buffer,
+    sq: Buffer,
+    cq: Buffer,
+    entries: u32,
+    /// Next index a producer will reserve (host only, never reset).
+    tail: CachePadded<AtomicU32>,
+    slots: Box<[SlotState]>,
+}
+
+impl Rings {
+    /// Allocates the control block and rings with `entries` slots (a power of two).
+    pub(crate) fn new(ctx: &Arc<Context>, entries: u32, cq_placement: Placement) -> Result<Self> {
+        debug_assert!(entries.is_power_of_two());
+        let control = Buffer::new(ctx, "megaring control block", std::mem::size_of::<ControlBlock>() as u64, Placement::DeviceShared)?;
+        let sq = Buffer::new(ctx, "megaring submission queue", u64::from(entries) * std::mem::size_of::<SqEntry>() as u64, Placement::DeviceShared)?;
+        let cq = Buffer::new(ctx, "megaring completion queue", u64::from(entries) * std::mem::size_of::<CqEntry>() as u64, cq_placement)?;
+        let block = ControlBlock { magic: layout::MAGIC, version: layout::PROTOCOL_VERSION, ..Default::default() };
+        control.write_bytes(0, bytemuck::bytes_of(&block));
+        let slots = (0..entries).map(|i| SlotState { next: AtomicU32::new(i), ..Default::default() }).collect();
+        fence(Ordering::SeqCst);
+        Ok(Rings { control, sq, cq, entries, tail: CachePadded(AtomicU32::new(0)), slots })
+    }
+
+    pub(crate) fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    pub(crate) fn control_buffer(&self) -> &Buffer {
+        &self.control
+    }
+
+    pub(crate) fn sq_buffer(&self) -> &Buffer {
+        &self.sq
+    }
+
+    pub(crate) fn cq_buffer(&self) -> &Buffer {
+        &self.cq
+    }
+
+    fn word<'a>(buffer: &'a Buffer, offset: usize) -> &'a AtomicU32 {
+        debug_assert!(offset % 4 == 0 && (offset as u64) + 4 <= buffer.size());
+        // SAFETY: the offset is 4-aligned and inside the mapping (checked by callers' fixed
+        // layouts), the mapping lives as long as `buffer`, and every access to shared words
+        // goes through atomics on both sides.
+        unsafe { AtomicU32::from_ptr(buffer.mapped().0.as_ptr().add(offset).cast::<u32>()) }
+    }
+
+    /// Reads a control-block word.
+    pub(crate) fn load(&self, word: ControlWord) -> u32 {
+        Self::word(&self.control, word.0).load(Ordering::Acquire)
+    }
+
+    /// Writes a control-block word and makes it visible to the device at once.
+    pub(crate) fn store(&self, word: ControlWord, value: u32) {
+        Self::word(&self.control, word.0).store(value, Ordering::Release);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The whole control block (a snapshot, word by word).
+    pub(crate) fn control_snapshot(&self) -> ControlBlock {
+        let mut bytes = [0u8; std::mem::size_of::<ControlBlock>()];
+        for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+            chunk.copy_from_slice(&Self::word(&self.control, i * 4).load(Ordering::Acquire).to_ne_bytes());
+        }
+        bytemuck::pod_read_unaligned(&bytes)
+    }
+
+    /// Indices reserved by producers so far.
+    pub(crate) fn reserved(&self) -> u32 {
+        self.tail.0.load(Ordering::SeqCst)
+    }
+
+    /// Whether some reserved entry has not been claimed by the kernel (or cancelled).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.reserved() != self.load(ControlWord::SQ_HEAD)
+    }
+
+    /// Reserves the next index if its slot is free.
+    pub(crate) fn try_reserve(&self) -> Option<u32> {
+        let mut tail = self.tail.0.load(Ordering::Relaxed);
+        loop {
+            let slot = &self.slots[(tail & (self.entries - 1)) as usize];
+            if slot.next.load(Ordering::Acquire) != tail && !self.reclaim_detached(tail) {
+                return None;
+            }
+            match self.tail.0.compare_exchange_weak(tail, tail.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(tail),
+                Err(current) => tail = current,
+            }
+        }
+    }
+
+    /// Frees the slot of `index` when the previous job there was detached and has completed.
+    fn reclaim_detached(&self, index: u32) -> bool {
+        let previous = index.wrapping_sub(self.entries);
+        let slot = &self.slots[(index & (self.entries - 1)) as usize];
+        if slot.detached.load(Ordering::Acquire) != previous.wrapping_add(1) || self.completion(previous).is_none() {
+            return false;
+        }
+        if slot.detached.compare_exchange(previous.wrapping_add(1), 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            self.release(previous);
+        }
+        slot.next.load(Ordering::Acquire) == index
+    }
+
+    /// Publishes `entry` at the reserved `index`: payload first, then `seq`.
+    pub(crate) fn publish(&self, index: u32, mut entry: SqEntry, keep: Vec<Arc<Buffer>>) {
+        let slot_no = index & (self.entries - 1);
+        if !keep.is_empty() {
+            *self.slots[slot_no as usize].keep.lock().unwrap_or_else(|p| p.into_inner()) = keep;
+        }
+        entry.seq = 0;
+        let offset = slot_no as usize * std::mem::size_of::<SqEntry>();
+        self.sq.write_bytes(offset as u64, &bytemuck::bytes_of(&entry)[..SQ_SEQ_OFFSET]);
+        // Order the payload before the seq word, also for write-combined (BAR) mappings:
+        // on x86 this is an mfence, which drains write-combining buffers.
+        fence(Ordering::SeqCst);
+        Self::word(&self.sq, offset + SQ_SEQ_OFFSET).store(index.wrapping_add(1), Ordering::Release);
+        // Push the seq word out now rather than when the write-combining buffer fills.
+        fence(Ordering::SeqCst);
+    }
+
+    /// The completion of `index`, if posted.
+    pub(crate) fn completion(&self, index: u32) -> Option<CqEntry> {
+        let offset = (index & (self.entries - 1)) as usize * std::mem::size_of::<CqEntry>();
+        if Self::word(&self.cq, offset + CQ_SEQ_OFFSET).load(Ordering::Acquire) != index.wrapping_add(1) {
+            return None;
+        }
+        let mut bytes = [0u8; std::mem::size_of::<CqEntry>()];
+        self.cq.read_bytes(offset as u64, &mut bytes[..CQ_SEQ_OFFSET]);
+        let mut entry: CqEntry = bytemuck::pod_read_unaligned(&bytes);
+        entry.seq = index.wrapping_add(1);
+        Some(entry)
+    }
+
+    /// Marks the completion of `index` consumed: its slot may take `index + N`.
+    pub(crate) fn release(&self, index: u32) {
+        let slot = &self.slots[(index & (self.entries - 1)) as usize];
+        slot.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        slot.next.store(index.wrapping_add(self.entries), Ordering::Release);
+    }
+
+    /// Records that the handle of `index` was dropped unconsumed.
+    pub(crate) fn detach(&self, index: u32) {
+        let slot = &self.slots[(index & (self.entries - 1)) as usize];
+        slot.detached.store(index.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Cancels every published, unclaimed entry. Only while no kernel runs and no producer
+    /// is between reserve and publish: the host then owns `sq_head`.
+    pub(crate) fn cancel_unclaimed(&self) -> u32 {
+        let mut head = self.load(ControlWord::SQ_HEAD);
+        let tail = self.reserved();
+        let mut cancelled = 0;
+        while head != tail {
+            let offset = (head & (self.entries - 1)) as usize * std::mem::size_of::<SqEntry>();
+            let mut bytes = [0u8; std::mem::size_of::<SqEntry>()];
+            self.sq.read_bytes(offset as u64, &mut bytes);
+            let job: SqEntry = bytemuck::pod_read_unaligned(&bytes);
+            let done = CqEntry { tag: job.tag, status: layout::STATUS_CANCELLED, ..Default::default() };
+            let cq_offset = (head & (self.entries - 1)) as usize * std::mem::size_of::<CqEntry>();
+            self.cq.write_bytes(cq_offset as u64, &bytemuck::bytes_of(&done)[..CQ_SEQ_OFFSET]);
+            fence(Ordering::SeqCst);
+            Self::word(&self.cq, cq_offset + CQ_SEQ_OFFSET).store(head.wrapping_add(1), Ordering::Release);
+            head = head.wrapping_add(1);
+            self.store(ControlWord::SQ_HEAD, head);
+            cancelled += 1;
+        }
+        cancelled
+    }
+}

@@ -1,0 +1,662 @@
+//! The runtime: owns the device context, the rings and the supervisor thread that launches
+//! the megakernel in epochs (docs/protocol.md). Host threads submit jobs lock-free and
+//! wait on per-job handles; the supervisor relaunches the kernel whenever work is pending
+//! and it has parked, run out of budget, or been told to stop.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::job::{Completion, DeviceBuffer, Job};
+use crate::ring::layout::{self, LaunchParams};
+use crate::ring::{ControlWord, Rings};
+use crate::vk::{Buffer, Capabilities, ComputePipeline, Context, DeviceSelector, Dispatcher, Placement};
+
+/// How jobs reach the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The kernel stays resident and sees jobs published while it runs.
+    Persistent,
+    /// The kernel is launched per batch of pending jobs and exits when the ring is empty
+    /// (the fallback where the start-up self-test fails).
+    Batch,
+}
+
+/// Which mode to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModeRequest {
+    /// Persistent if the start-up self-test passes, else batch.
+    #[default]
+    Auto,
+    /// Persistent, or fail to start.
+    Persistent,
+    /// Batch, without trying persistent.
+    Batch,
+}
+
+/// Runtime settings; `Default` reads `MEGARING_DEVICE` and `MEGARING_VALIDATION`.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Physical device to use.
+    pub device: DeviceSelector,
+    /// Enable the Khronos validation layer and record its messages.
+    pub validation: bool,
+    /// Ring entries (a power of two): the most jobs in flight at once.
+    pub ring_entries: u32,
+    /// Resident workgroups; `None` picks per device (1 on lavapipe, 32 elsewhere).
+    pub workgroups: Option<u32>,
+    /// Loop iterations one invocation may run per epoch; `None` picks per device
+    /// (60,000 on lavapipe, which cuts loops at 65,535; 2^24 elsewhere).
+    pub epoch_budget: Option<u32>,
+    /// Consecutive empty polls before a workgroup parks; `None` picks per device.
+    pub idle_polls: Option<u32>,
+    /// Where completion entries live (DESIGN.md §2.4 trades latency for host read cost).
+    pub cq_placement: Placement,
+    /// Persistent or batch.
+    pub mode: ModeRequest,
+    /// No heartbeat for this long while the kernel runs means it stopped answering.
+    pub hang_timeout: Duration,
+    /// How long a blocking `submit` waits for a free ring entry.
+    pub submit_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            device: DeviceSelector::from_env(),
+            validation: std::env::var("MEGARING_VALIDATION").is_ok_and(|v| v == "1"),
+            ring_entries: 1024,
+            workgroups: None,
+            epoch_budget: None,
+            idle_polls: None,
+            cq_placement: Placement::DeviceShared,
+            mode: ModeRequest::Auto,
+            hang_timeout: Duration::from_secs(10),
+            submit_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the runtime chose and measured at start-up; printed by `megaring info`.
+#[derive(Clone, Debug)]
+pub struct RuntimeInfo {
+    /// The device.
+    pub caps: Capabilities,
+    /// Persistent or batch.
+    pub mode: Mode,
+    /// Self-test outcome: the ping round trip through a running kernel, or why it failed.
+    pub self_test: std::result::Result<Duration, String>,
+    /// Resident workgroups per launch.
+    pub workgroups: u32,
+    /// Loop iterations per invocation per epoch.
+    pub epoch_budget: u32,
+    /// Empty polls before parking.
+    pub idle_polls: u32,
+    /// Ring entries.
+    pub ring_entries: u32,
+    /// Memory type (index, flags) of the control block, SQ and CQ.
+    pub memory: [(u32, String); 3],
+    /// Validation layer active.
+    pub validation: bool,
+}
+
+/// Counters from the control block and the supervisor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Kernel launches (epochs) so far.
+    pub launches: u64,
+    /// Jobs the kernel completed.
+    pub jobs_done: u32,
+    /// Workgroup exits for idleness.
+    pub idle_exits: u32,
+    /// Workgroup exits for the iteration budget.
+    pub budget_exits: u32,
+    /// Workgroup exits for shutdown.
+    pub shutdown_exits: u32,
+    /// Jobs cancelled by shutdown.
+    pub cancelled: u32,
+}
+
+const OPEN: u32 = 0;
+const CLOSING: u32 = 1;
+const STOPPED: u32 = 2;
+
+/// State shared by the runtime, its handles and the supervisor.
+struct Shared {
+    ctx: Arc<Context>,
+    rings: Rings,
+    lifecycle: AtomicU32,
+    /// Producers between their lifecycle check and their publish.
+    submitters: AtomicU32,
+    /// Whether a kernel launch is in flight (supervisor-owned; producers read it).
+    kernel_running: AtomicBool,
+    wake: Mutex<()>,
+    wake_cv: Condvar,
+    failure: Mutex<Option<Failure>>,
+    launches: AtomicU64,
+    cancelled: AtomicU32,
+    max_cost: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    DeviceLost,
+    Unresponsive(Duration),
+}
+
+impl Failure {
+    fn error(self) -> Error {
+        match self {
+            Failure::DeviceLost => Error::DeviceLost,
+            Failure::Unresponsive(d) => Error::KernelUnresponsive(d),
+        }
+    }
+}
+
+impl Shared {
+    fn failure(&self) -> Option<Failure> {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, failure: Failure) {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(failure);
+    }
+
+    fn wake_supervisor(&self) {
+        let _guard = self.wake.lock().unwrap_or_else(|p| p.into_inner());
+        self.wake_cv.notify_all();
+    }
+}
+
+/// Everything the supervisor thread owns.
+struct Supervisor {
+    shared: Arc<Shared>,
+    dispatcher: Dispatcher,
+    hang_timeout: Duration,
+    /// Drop the pipeline after the dispatcher (which waits for the last launch).
+    _pipeline: ComputePipeline,
+}
+
+/// The persistent-megakernel runtime. `Send + Sync`: share it between submitting threads.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    info: RuntimeInfo,
+    submit_timeout: Duration,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Runtime {
+    /// Creates a device context, the rings and the kernel, runs the self-test, and starts
+    /// the supervisor.
+    pub fn new(config: RuntimeConfig) -> Result<Self> {
+        if !config.ring_entries.is_power_of_two() || config.ring_entries < 2 || config.ring_entries > 1 << 20 {
+            return Err(Error::InvalidConfig(format!(
+                "ring_entries = {} must be a power of two between 2 and 2^20",
+                config.ring_entries
+            )));
+        }
+        let ctx = Arc::new(Context::new(&config.device, config.validation)?);
+        let caps = ctx.caps().clone();
+        let workgroups = config.workgroups.unwrap_or(if caps.lavapipe { 1 } else { 32 });
+        if workgroups == 0 || workgroups > caps.max_workgroups {
+            return Err(Error::InvalidConfig(format!(
+                "workgroups = {workgroups}; this device allows 1..={}",
+                caps.max_workgroups
+            )));
+        }
+        let epoch_budget = config.epoch_budget.unwrap_or(if caps.lavapipe { 60_000 } else { 1 << 24 });
+        let min_budget = 2 * layout::EPOCH_RESERVE + 2;
+        if epoch_budget < min_budget || (caps.lavapipe && epoch_budget > 65_535) {
+            return Err(Error::InvalidConfig(format!(
+                "epoch_budget = {epoch_budget}; use {min_budget}..={} on this device",
+                if caps.lavapipe { 65_535 } else { u32::MAX }
+            )));
+        }
+        let idle_default = if caps.lavapipe { 20_000 } else { 1 << 20 };
+        let idle_polls = config.idle_polls.unwrap_or(idle_default).min(epoch_budget);
+
+        let rings = Rings::new(&ctx, config.ring_entries, config.cq_placement)?;
+        let describe = |b: &Buffer| (b.memory_type(), format!("{:?}", b.memory_flags()));
+        let memory = [describe(rings.control_buffer()), describe(rings.sq_buffer()), describe(rings.cq_buffer())];
+        let pipeline = ComputePipeline::new(&ctx, crate::shaders::MEGAKERNEL, std::mem::size_of::<LaunchParams>() as u32)?;
+        let mut dispatcher = Dispatcher::new(&ctx)?;
+        let shared = Arc::new(Shared {
+            ctx: ctx.clone(),
+            rings,
+            lifecycle: AtomicU32::new(OPEN),
+            submitters: AtomicU32::new(0),
+            kernel_running: AtomicBool::new(false),
+            wake: Mutex::new(()),
+            wake_cv: Condvar::new(),
+            failure: Mutex::new(None),
+            launches: AtomicU64::new(0),
+            cancelled: AtomicU32::new(0),
+            max_cost: epoch_budget - 2 * layout::EPOCH_RESERVE - 2,
+        });
+
+        let mut params = LaunchParams {
+            control: shared.rings.control_buffer().address(),
+            sq: shared.rings.sq_buffer().address(),
+            cq: shared.rings.cq_buffer().address(),
+            ring_mask: config.ring_entries - 1,
+            budget: epoch_budget,
+            idle_limit: idle_polls,
+            reserved: 0,
+        };
+        let self_test = if config.mode == ModeRequest::Batch {
+            Err("not run: batch mode requested".to_owned())
+        } else {
+            dispatcher.record(&pipeline, bytemuck::bytes_of(&params), workgroups)?;
+            self_test(&shared, &mut dispatcher, config.hang_timeout)?
+        };
+        let mode = match (&self_test, config.mode) {
+            (Ok(_), _) => Mode::Persistent,
+            (Err(why), ModeRequest::Persistent) => {
+                return Err(Error::InvalidConfig(format!("persistent mode requested but the self-test failed: {why}")))
+            }
+            (Err(_), _) => Mode::Batch,
+        };
+        if mode == Mode::Batch {
+            // Exit as soon as the ring is empty; the supervisor relaunches per batch.
+            params.idle_limit = 0;
+        }
+        dispatcher.record(&pipeline, bytemuck::bytes_of(&params), workgroups)?;
+
+        let info = RuntimeInfo {
+            caps,
+            mode,
+            self_test,
+            workgroups,
+            epoch_budget,
+            idle_polls: params.idle_limit,
+            ring_entries: config.ring_entries,
+            memory,
+            validation: ctx.validation_enabled(),
+        };
+        let supervisor = Supervisor { shared: shared.clone(), dispatcher, hang_timeout: config.hang_timeout, _pipeline: pipeline };
+        let thread = std::thread::Builder::new()
+            .name("megaring-supervisor".into())
+            .spawn(move || supervisor.run())
+            .map_err(|e| Error::InvalidConfig(format!("cannot start the supervisor thread: {e}")))?;
+        Ok(Runtime { shared, info, submit_timeout: config.submit_timeout, supervisor: Mutex::new(Some(thread)) })
+    }
+
+    /// What the runtime chose and measured at start-up.
+    pub fn info(&self) -> &RuntimeInfo {
+        &self.info
+    }
+
+    /// The device context (for buffers and baselines on the same device).
+    pub fn context(&self) -> &Arc<Context> {
+        &self.shared.ctx
+    }
+
+    /// Allocates a buffer of `len` u32 elements at `placement`, zero-filled.
+    pub fn alloc_u32(&self, len: u64, placement: Placement) -> Result<DeviceBuffer> {
+        let bytes = len.checked_mul(4).ok_or_else(|| Error::InvalidConfig(format!("{len} elements overflow")))?;
+        Ok(DeviceBuffer(Arc::new(Buffer::new(&self.shared.ctx, "megaring job buffer", bytes, placement)?)))
+    }
+
+    /// Publishes `job`, waiting while the ring is full (up to the configured submit timeout).
+    pub fn submit(&self, job: Job) -> Result<JobHandle> {
+        self.submit_inner(job, Some(self.submit_timeout))
+    }
+
+    /// Publishes `job`, or fails at once with [`Error::RingFull`] when every entry is in flight.
+    pub fn try_submit(&self, job: Job) -> Result<JobHandle> {
+        self.submit_inner(job, None)
+    }
+
+    fn submit_inner(&self, job: Job, wait: Option<Duration>) -> Result<JobHandle> {
+        let cost = job.cost();
+        if cost > self.shared.max_cost {
+            return Err(Error::JobTooLarge { cost: u64::from(cost), limit: u64::from(self.shared.max_cost) });
+        }
+        let shared = &self.shared;
+        shared.submitters.fetch_add(1, Ordering::SeqCst);
+        let _registered = Registration(&shared.submitters);
+        if shared.lifecycle.load(Ordering::SeqCst) != OPEN {
+            return Err(Error::ShutDown);
+        }
+        if let Some(failure) = shared.failure() {
+            return Err(failure.error());
+        }
+        let index = match shared.rings.try_reserve() {
+            Some(index) => index,
+            None => {
+                let Some(timeout) = wait else {
+                    return Err(Error::RingFull { capacity: shared.rings.entries() });
+                };
+                let mut waiter = Backoff::new(timeout);
+                loop {
+                    if let Some(index) = shared.rings.try_reserve() {
+                        break index;
+                    }
+                    if let Some(failure) = shared.failure() {
+                        return Err(failure.error());
+                    }
+                    if !waiter.snooze() {
+                        return Err(Error::RingFull { capacity: shared.rings.entries() });
+                    }
+                }
+            }
+        };
+        let mut entry = job.entry;
+        entry.cost = cost;
+        shared.rings.publish(index, entry, job.keep);
+        // Dekker-style handshake with the supervisor (which stores kernel_running = false,
+        // fences, then checks for pending work): one of the two always sees the other.
+        fence(Ordering::SeqCst);
+        if !shared.kernel_running.load(Ordering::SeqCst) {
+            shared.wake_supervisor();
+        }
+        Ok(JobHandle { shared: shared.clone(), index, tag: entry.tag, consumed: false })
+    }
+
+    /// Counters from the kernel and the supervisor.
+    pub fn stats(&self) -> Stats {
+        let c = self.shared.rings.control_snapshot();
+        Stats {
+            launches: self.shared.launches.load(Ordering::SeqCst),
+            jobs_done: c.jobs_done,
+            idle_exits: c.idle_exits,
+            budget_exits: c.budget_exits,
+            shutdown_exits: c.shutdown_exits,
+            cancelled: self.shared.cancelled.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether a kernel launch is currently in flight (false while parked).
+    pub fn kernel_running(&self) -> bool {
+        self.shared.kernel_running.load(Ordering::SeqCst)
+    }
+
+    /// Validation errors the layer reported so far (0 without validation).
+    pub fn validation_errors(&self) -> usize {
+        self.shared.ctx.validation().error_count()
+    }
+
+    /// Validation messages reported so far.
+    pub fn validation_messages(&self) -> Vec<String> {
+        self.shared.ctx.validation().messages()
+    }
+
+    /// Stops accepting jobs, lets claimed jobs finish, cancels unclaimed ones, and stops
+    /// the kernel. Bounded: a kernel that does not stop is reported, never waited on forever.
+    /// Idempotent; also run by Drop.
+    pub fn shutdown(&self) -> Result<()> {
+        let shared = &self.shared;
+        if shared
+            .lifecycle
+            .compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            // Let producers that passed the lifecycle check publish what they reserved.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while shared.submitters.load(Ordering::SeqCst) != 0 && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            shared.rings.store(ControlWord::SHUTDOWN, 1);
+            shared.wake_supervisor();
+        }
+        let thread = self.supervisor.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+            if shared.failure().is_none() {
+                let cancelled = shared.rings.cancel_unclaimed();
+                shared.cancelled.fetch_add(cancelled, Ordering::SeqCst);
+            }
+            shared.lifecycle.store(STOPPED, Ordering::SeqCst);
+        }
+        match shared.failure() {
+            Some(failure) => Err(failure.error()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Decrements the producer count when a submit returns, whatever the path.
+struct Registration<'a>(&'a AtomicU32);
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Spin briefly, then yield, then sleep: keeps round trips short without burning a core
+/// (on lavapipe the "GPU" needs it) when waits are long.
+struct Backoff {
+    start: Instant,
+    timeout: Duration,
+    step: u32,
+}
+
+impl Backoff {
+    fn new(timeout: Duration) -> Self {
+        Backoff { start: Instant::now(), timeout, step: 0 }
+    }
+
+    /// Waits a little; false once the timeout has passed.
+    fn snooze(&mut self) -> bool {
+        self.step = self.step.saturating_add(1);
+        if self.step < 2_000 {
+            std::hint::spin_loop();
+        } else if self.step < 2_200 {
+            std::thread::yield_now();
+        } else {
+            let micros = (u64::from(self.step - 2_200) * 10).min(500);
+            std::thread::sleep(Duration::from_micros(micros.max(20)));
+        }
+        self.step % 64 != 0 || self.start.elapsed() < self.timeout
+    }
+}
+
+/// A submitted job: poll it, or wait for it with or without a timeout.
+/// Dropping an unconsumed handle detaches the job; it still runs.
+pub struct JobHandle {
+    shared: Arc<Shared>,
+    index: u32,
+    tag: u64,
+    consumed: bool,
+}
+
+impl JobHandle {
+    /// The job's tag.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// The job's ring index (its position in submission order).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The outcome if the job has finished, without blocking.
+    pub fn poll(&mut self) -> Option<Result<Completion>> {
+        if self.consumed {
+            return Some(Err(Error::InvalidConfig("completion already consumed".into())));
+        }
+        match self.shared.rings.completion(self.index) {
+            Some(entry) => {
+                self.shared.rings.release(self.index);
+                self.consumed = true;
+                let completion = Completion {
+                    tag: entry.tag,
+                    status: entry.status,
+                    results: [entry.result0, entry.result1, entry.result2, entry.result3],
+                };
+                Some(match entry.status {
+                    layout::STATUS_OK => Ok(completion),
+                    layout::STATUS_CANCELLED => Err(Error::Cancelled { tag: entry.tag }),
+                    status => Err(Error::JobFailed { tag: entry.tag, status }),
+                })
+            }
+            None => {
+                if let Some(failure) = self.shared.failure() {
+                    return Some(Err(failure.error()));
+                }
+                if self.shared.lifecycle.load(Ordering::SeqCst) == STOPPED {
+                    // Stopped and not completed: a racing submit published after the sweep.
+                    return self.shared.rings.completion(self.index).is_none().then_some(Err(Error::Cancelled { tag: self.tag }));
+                }
+                None
+            }
+        }
+    }
+
+    /// Waits up to `timeout`; [`Error::Timeout`] leaves the handle usable.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Completion> {
+        let mut backoff = Backoff::new(timeout);
+        loop {
+            if let Some(outcome) = self.poll() {
+                return outcome;
+            }
+            if !backoff.snooze() {
+                return Err(Error::Timeout(timeout));
+            }
+        }
+    }
+
+    /// Waits until the job finishes, is cancelled, or the runtime fails.
+    pub fn wait(mut self) -> Result<Completion> {
+        self.wait_timeout(Duration::MAX)
+    }
+}
+
+impl Drop for JobHandle {
+    fn drop(&mut self) {
+        if !self.consumed {
+            self.shared.rings.detach(self.index);
+        }
+    }
+}
+
+/// Launches the kernel, waits for it to be resident, and pings it through the ring.
+fn self_test(shared: &Arc<Shared>, dispatcher: &mut Dispatcher, hang_timeout: Duration) -> Result<std::result::Result<Duration, String>> {
+    let rings = &shared.rings;
+    rings.store(ControlWord::EPOCH, 1);
+    shared.launches.fetch_add(1, Ordering::SeqCst);
+    dispatcher.submit()?;
+    let start = Instant::now();
+    let mut resident = false;
+    while start.elapsed() < hang_timeout {
+        if rings.load(ControlWord::RESIDENT) > 0 {
+            resident = true;
+            break;
+        }
+        if dispatcher.wait(Duration::ZERO)? {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let outcome = if !resident {
+        Err("the kernel did not become resident".to_owned())
+    } else {
+        let index = rings.try_reserve().expect("fresh ring has room");
+        let ping = Job::echo([0x5049_4E47, 1, 2, 3]).with_tag(u64::MAX);
+        let sent = Instant::now();
+        rings.publish(index, ping.entry, Vec::new());
+        let mut answer = None;
+        while sent.elapsed() < Duration::from_secs(1) && answer.is_none() {
+            answer = rings.completion(index);
+            if answer.is_none() && dispatcher.wait(Duration::ZERO)? {
+                break; // the kernel left without answering
+            }
+        }
+        let rtt = sent.elapsed();
+        match answer {
+            Some(a) if a.tag == u64::MAX && [a.result0, a.result1, a.result2, a.result3] == [0x5049_4E47, 1, 2, 3] => {
+                rings.release(index);
+                Ok(rtt)
+            }
+            Some(a) => {
+                rings.release(index);
+                Err(format!("the kernel answered the ping with a corrupt completion {a:?}"))
+            }
+            None => Err("a job published while the kernel ran was not seen within 1 s".to_owned()),
+        }
+    };
+    // Stop this launch; the supervisor starts the real epochs (and serves an unanswered ping).
+    rings.store(ControlWord::SHUTDOWN, 1);
+    if !dispatcher.wait(hang_timeout)? {
+        shared.ctx.poison();
+        return Err(Error::KernelUnresponsive(hang_timeout));
+    }
+    rings.store(ControlWord::SHUTDOWN, 0);
+    Ok(outcome)
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        let shared = self.shared.clone();
+        loop {
+            // Park until work is pending or shutdown begins.
+            {
+                let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    shared.kernel_running.store(false, Ordering::SeqCst);
+                    fence(Ordering::SeqCst);
+                    if shared.lifecycle.load(Ordering::SeqCst) != OPEN || shared.rings.has_pending() {
+                        break;
+                    }
+                    guard = shared.wake_cv.wait_timeout(guard, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+            if shared.lifecycle.load(Ordering::SeqCst) != OPEN {
+                return;
+            }
+            shared.kernel_running.store(true, Ordering::SeqCst);
+            let epoch = shared.launches.fetch_add(1, Ordering::SeqCst) + 1;
+            shared.rings.store(ControlWord::EPOCH, epoch as u32);
+            if self.dispatcher.submit().is_err() {
+                // vkQueueSubmit fails only for lost devices or exhausted memory: either way
+                // no kernel can run any more.
+                shared.fail(Failure::DeviceLost);
+                shared.kernel_running.store(false, Ordering::SeqCst);
+                return;
+            }
+            if let Err(failure) = self.watch() {
+                shared.fail(failure);
+                shared.kernel_running.store(false, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+
+    /// Waits for the current launch to end, watching its heartbeat.
+    fn watch(&mut self) -> std::result::Result<(), Failure> {
+        let rings = &self.shared.rings;
+        let mut last = (rings.load(ControlWord::HEARTBEAT), rings.load(ControlWord::SQ_HEAD));
+        let mut progress_at = Instant::now();
+        loop {
+            match self.dispatcher.wait(Duration::from_millis(5)) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(_) => {
+                    self.shared.ctx.poison();
+                    return Err(Failure::DeviceLost);
+                }
+            }
+            let now = (rings.load(ControlWord::HEARTBEAT), rings.load(ControlWord::SQ_HEAD));
+            if now != last {
+                last = now;
+                progress_at = Instant::now();
+            } else if progress_at.elapsed() > self.hang_timeout {
+                rings.store(ControlWord::SHUTDOWN, 1);
+                if !matches!(self.dispatcher.wait(self.hang_timeout), Ok(true)) {
+                    self.shared.ctx.poison();
+                }
+                return Err(Failure::Unresponsive(self.hang_timeout));
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Shared setup for the Vulkan tests: every test runs on the real device (lavapipe in CI)
+//! under the Khronos validation layer, one at a time (DESIGN.md §2.9: on lavapipe the GPU
+//! is the CPU, and parallel runtimes would starve each other).
+#![allow(dead_code)]
+
+use std::sync::{Mutex, MutexGuard};
+
+use megaring::{Runtime, RuntimeConfig};
+
+static DEVICE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Serialises tests that use the device.
+pub fn device_lock() -> MutexGuard<'static, ()> {
+    DEVICE_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The configuration every test starts from: validation on.
+pub fn config() -> RuntimeConfig {
+    std::env::set_var("MEGARING_VALIDATION_QUIET", "1");
+    RuntimeConfig { validation: true, ..RuntimeConfig::default() }
+}
+
+/// A runtime under validation, plus the device lock for the test's duration.
+pub struct TestRuntime {
+    pub runtime: Runtime,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl TestRuntime {
+    pub fn new(config: RuntimeConfig) -> Self {
+        let lock = device_lock();
+        let runtime = Runtime::new(config).expect("runtime starts on this machine's Vulkan device");
+        TestRuntime { runtime, _lock: lock }
+    }
+
+    /// Shuts down and asserts the validation layer reported no error during the test.
+    pub fn finish(self) {
+        self.runtime.shutdown().expect("clean shutdown");
+        assert_validation_clean(&self.runtime);
+    }
+}
+
+impl std::ops::Deref for TestRuntime {
+    type Target = Runtime;
+    fn deref(&self) -> &Runtime {
+        &self.runtime
+    }
+}
+
+pub fn assert_validation_clean(runtime: &Runtime) {
+    assert!(runtime.info().validation, "tests must run under the validation layer");
+    assert_eq!(
+        runtime.validation_errors(),
+        0,
+        "validation errors: {:#?}",
+        runtime.validation_messages()
+    );
+}
