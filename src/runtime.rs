@@ -456,7 +456,7 @@ impl Backoff {
             let micros = (u64::from(self.step - 2_200) * 10).min(500);
             std::thread::sleep(Duration::from_micros(micros.max(20)));
         }
-        self.step % 64 != 0 || self.start.elapsed() < self.timeout
+        self.start.elapsed() < self.timeout
     }
 }
 
@@ -485,9 +485,8 @@ impl JobHandle {
         if self.consumed {
             return Some(Err(Error::InvalidConfig("completion already consumed".into())));
         }
-        match self.shared.rings.completion(self.index) {
+        match self.shared.rings.take(self.index) {
             Some(entry) => {
-                self.shared.rings.release(self.index);
                 self.consumed = true;
                 let completion = Completion {
                     tag: entry.tag,
@@ -506,7 +505,8 @@ impl JobHandle {
                 }
                 if self.shared.lifecycle.load(Ordering::SeqCst) == STOPPED {
                     // Stopped and not completed: a racing submit published after the sweep.
-                    return self.shared.rings.completion(self.index).is_none().then_some(Err(Error::Cancelled { tag: self.tag }));
+                    self.consumed = true;
+                    return Some(Err(Error::Cancelled { tag: self.tag }));
                 }
                 None
             }
@@ -567,22 +567,19 @@ fn self_test(shared: &Arc<Shared>, dispatcher: &mut Dispatcher, hang_timeout: Du
         rings.publish(index, ping.entry, Vec::new());
         let mut answer = None;
         while sent.elapsed() < Duration::from_secs(1) && answer.is_none() {
-            answer = rings.completion(index);
+            answer = rings.take(index);
             if answer.is_none() && dispatcher.wait(Duration::ZERO)? {
                 break; // the kernel left without answering
             }
         }
         let rtt = sent.elapsed();
         match answer {
-            Some(a) if a.tag == u64::MAX && [a.result0, a.result1, a.result2, a.result3] == [0x5049_4E47, 1, 2, 3] => {
-                rings.release(index);
-                Ok(rtt)
+            Some(a) if a.tag == u64::MAX && [a.result0, a.result1, a.result2, a.result3] == [0x5049_4E47, 1, 2, 3] => Ok(rtt),
+            Some(a) => Err(format!("the kernel answered the ping with a corrupt completion {a:?}")),
+            None => {
+                rings.detach(index); // the supervisor's first epoch serves it; nobody waits
+                Err("a job published while the kernel ran was not seen within 1 s".to_owned())
             }
-            Some(a) => {
-                rings.release(index);
-                Err(format!("the kernel answered the ping with a corrupt completion {a:?}"))
-            }
-            None => Err("a job published while the kernel ran was not seen within 1 s".to_owned()),
         }
     };
     // Stop this launch; the supervisor starts the real epochs (and serves an unanswered ping).

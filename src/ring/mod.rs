@@ -7,11 +7,13 @@
 //! host-only `tail` once that slot is free, write the payload, then `seq = i + 1` with
 //! release ordering. The kernel claims `i` by CAS on `sq_head` only after seeing that seq,
 //! and posts job `i`'s completion into CQ slot `i & mask` (payload first, seq last).
-//! A slot is free for index `i + N` once the completion of `i` has been consumed, so the
-//! SQ and the CQ share one capacity: the number of unreaped jobs.
+//! A slot is free for index `i + N` once job `i` has completed: its handle took the
+//! completion, or the producer of `i + N` moved it to a host-side overflow table. So the
+//! ring's capacity bounds the jobs on the device, never the completions a host holds.
 
 pub mod layout;
 
+use std::collections::HashMap;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -35,11 +37,12 @@ impl ControlWord {
 /// Host-side bookkeeping for one ring slot.
 #[derive(Debug, Default)]
 struct SlotState {
-    /// The only index that may be reserved in this slot next. Starts at the slot number;
-    /// becomes `i + N` once the completion of `i` has been consumed.
+    /// Equals `i` while job `i` owns the slot (from reservation until its completion is
+    /// taken); then `i + N`, the only index that may reserve it next. Moved on by CAS,
+    /// either by the handle taking the completion or by the producer of `i + N`.
     next: AtomicU32,
-    /// `i + 1` when the handle of job `i` was dropped before consuming its completion;
-    /// the producer of `i + N` then consumes it. 0 otherwise.
+    /// `i + 1` when the handle of job `i` was dropped before taking its completion (the
+    /// producer of `i + N` then discards it). 0 otherwise.
     detached: AtomicU32,
     /// Buffers the job in this slot uses, kept alive until its completion is consumed.
     keep: Mutex<Vec<Arc<Buffer>>>,
@@ -59,6 +62,9 @@ pub(crate) struct Rings {
     /// Next index a producer will reserve (host only, never reset).
     tail: CachePadded<AtomicU32>,
     slots: Box<[SlotState]>,
+    /// Completions moved out of the CQ because a producer needed their slot before the
+    /// job's handle took them. Touched only on that slow path.
+    overflow: Mutex<HashMap<u32, CqEntry>>,
 }
 
 impl Rings {
@@ -72,7 +78,7 @@ impl Rings {
         control.write_bytes(0, bytemuck::bytes_of(&block));
         let slots = (0..entries).map(|i| SlotState { next: AtomicU32::new(i), ..Default::default() }).collect();
         fence(Ordering::SeqCst);
-        Ok(Rings { control, sq, cq, entries, tail: CachePadded(AtomicU32::new(0)), slots })
+        Ok(Rings { control, sq, cq, entries, tail: CachePadded(AtomicU32::new(0)), slots, overflow: Mutex::default() })
     }
 
     pub(crate) fn entries(&self) -> u32 {
@@ -129,12 +135,12 @@ impl Rings {
         self.reserved() != self.load(ControlWord::SQ_HEAD)
     }
 
-    /// Reserves the next index if its slot is free.
+    /// Reserves the next index if its slot is free: the slot's previous job has been
+    /// consumed, or has completed (its completion then moves to the overflow table).
     pub(crate) fn try_reserve(&self) -> Option<u32> {
         let mut tail = self.tail.0.load(Ordering::Relaxed);
         loop {
-            let slot = &self.slots[(tail & (self.entries - 1)) as usize];
-            if slot.next.load(Ordering::Acquire) != tail && !self.reclaim_detached(tail) {
+            if !self.free_slot_for(tail) {
                 return None;
             }
             match self.tail.0.compare_exchange_weak(tail, tail.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed) {
@@ -144,17 +150,38 @@ impl Rings {
         }
     }
 
-    /// Frees the slot of `index` when the previous job there was detached and has completed.
-    fn reclaim_detached(&self, index: u32) -> bool {
+    /// Makes the slot of `index` free for it if its previous job has completed.
+    fn free_slot_for(&self, index: u32) -> bool {
+        let slot = self.slot(index);
         let previous = index.wrapping_sub(self.entries);
-        let slot = &self.slots[(index & (self.entries - 1)) as usize];
-        if slot.detached.load(Ordering::Acquire) != previous.wrapping_add(1) || self.completion(previous).is_none() {
-            return false;
+        if slot.next.load(Ordering::Acquire) != previous {
+            return slot.next.load(Ordering::Acquire) == index;
         }
-        if slot.detached.compare_exchange(previous.wrapping_add(1), 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            self.release(previous);
+        let Some(entry) = self.completion(previous) else {
+            return false; // still on the device: the ring is full
+        };
+        let detached = slot.detached.load(Ordering::Acquire) == previous.wrapping_add(1);
+        if !detached {
+            self.overflow().insert(previous, entry);
+        }
+        if slot.next.compare_exchange(previous, index, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            slot.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            if slot.detached.swap(0, Ordering::AcqRel) == previous.wrapping_add(1) {
+                self.overflow().remove(&previous); // its handle was dropped meanwhile
+            }
+        } else {
+            // The job's handle consumed the completion first.
+            self.overflow().remove(&previous);
         }
         slot.next.load(Ordering::Acquire) == index
+    }
+
+    fn slot(&self, index: u32) -> &SlotState {
+        &self.slots[(index & (self.entries - 1)) as usize]
+    }
+
+    fn overflow(&self) -> std::sync::MutexGuard<'_, HashMap<u32, CqEntry>> {
+        self.overflow.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Publishes `entry` at the reserved `index`: payload first, then `seq`.
@@ -187,17 +214,24 @@ impl Rings {
         Some(entry)
     }
 
-    /// Marks the completion of `index` consumed: its slot may take `index + N`.
-    pub(crate) fn release(&self, index: u32) {
-        let slot = &self.slots[(index & (self.entries - 1)) as usize];
-        slot.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        slot.next.store(index.wrapping_add(self.entries), Ordering::Release);
+    /// Takes the completion of `index` if it has been posted, freeing its slot.
+    pub(crate) fn take(&self, index: u32) -> Option<CqEntry> {
+        let slot = self.slot(index);
+        if slot.next.load(Ordering::Acquire) == index {
+            let entry = self.completion(index)?;
+            if slot.next.compare_exchange(index, index.wrapping_add(self.entries), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                slot.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                return Some(entry);
+            }
+        }
+        // A producer needed the slot and moved the completion aside.
+        self.overflow().remove(&index)
     }
 
-    /// Records that the handle of `index` was dropped unconsumed.
+    /// Records that the handle of `index` was dropped before taking its completion.
     pub(crate) fn detach(&self, index: u32) {
-        let slot = &self.slots[(index & (self.entries - 1)) as usize];
-        slot.detached.store(index.wrapping_add(1), Ordering::Release);
+        self.slot(index).detached.store(index.wrapping_add(1), Ordering::Release);
+        self.overflow().remove(&index);
     }
 
     /// Cancels every published, unclaimed entry. Only while no kernel runs and no producer
