@@ -76,7 +76,12 @@ fn main() {
     for path in &shaders {
         match compile(&compiler, path, &glsl_dir, &header) {
             Ok(words) => {
-                let stem = path.file_stem().unwrap().to_string_lossy().to_uppercase().replace('-', "_");
+                let stem = path
+                    .file_stem()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_uppercase()
+                    .replace('-', "_");
                 let file = out_dir.join(format!("{}.spv", stem.to_lowercase()));
                 std::fs::write(&file, bytemuck_words(&words)).unwrap();
                 writeln!(
@@ -101,12 +106,7 @@ fn bytemuck_words(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
-fn compile(
-    compiler: &shaderc::Compiler,
-    path: &Path,
-    glsl_dir: &Path,
-    header: &str,
-) -> Result<Vec<u32>, String> {
+fn compile(compiler: &shaderc::Compiler, path: &Path, glsl_dir: &Path, header: &str) -> Result<Vec<u32>, String> {
     let source = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut options = shaderc::CompileOptions::new().expect("shaderc: cannot create options");
     options.set_target_env(shaderc::TargetEnv::Vulkan, shaderc::EnvVersion::Vulkan1_2 as u32);

@@ -30,33 +30,27 @@ uint64_t workgroup_sum(uint64_t value) {
     return total;
 }
 
+// Single exit on purpose (see ring_poll): kinds are an if/else chain, not early returns.
 void run_job(SqEntry job, out uint status, out uvec4 results) {
     uint lane = gl_LocalInvocationID.x;
     status = STATUS_OK;
     results = uvec4(0u);
     if (job.kind == JOB_NOP) {
-        return;
-    }
-    if (job.kind == JOB_ECHO) {
+        // nothing
+    } else if (job.kind == JOB_ECHO) {
         results = uvec4(job.arg0, job.arg1, job.arg2, job.arg3);
-        return;
-    }
-    if (job.kind == JOB_FILL) {
+    } else if (job.kind == JOB_FILL) {
         U32Ref dst = U32Ref(job.buf0);
         for (uint i = lane; i < job.len; i += WORKGROUP_SIZE) {
             dst.v[i] = job.arg0;
         }
-        return;
-    }
-    if (job.kind == JOB_COPY) {
+    } else if (job.kind == JOB_COPY) {
         U32Ref src = U32Ref(job.buf0);
         U32Ref dst = U32Ref(job.buf1);
         for (uint i = lane; i < job.len; i += WORKGROUP_SIZE) {
             dst.v[i] = src.v[i];
         }
-        return;
-    }
-    if (job.kind == JOB_SUM_U32) {
+    } else if (job.kind == JOB_SUM_U32) {
         U32Ref src = U32Ref(job.buf0);
         uint64_t acc = 0ul;
         for (uint i = lane; i < job.len; i += WORKGROUP_SIZE) {
@@ -64,9 +58,9 @@ void run_job(SqEntry job, out uint status, out uvec4 results) {
         }
         uint64_t total = workgroup_sum(acc);
         results = uvec4(uint(total), uint(total >> 32), 0u, 0u);
-        return;
+    } else {
+        status = STATUS_BAD_KIND;
     }
-    status = STATUS_BAD_KIND;
 }
 
 #endif

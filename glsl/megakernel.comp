@@ -28,15 +28,16 @@ void main() {
     uint used = 0u;
     uint idle = 0u;
     uint exit_reason = 0u;
+    uint jobs_done = 0u; // added to the control block once, at exit (no per-job contention)
     if (leader) {
         atomicAdd(ctl.c.resident, 1u);
     }
     for (;;) {
-        used += 1u;
+        used += ITERATIONS_PER_PASS;
         if (leader) {
             uint action = ACT_IDLE;
             uint index = 0u;
-            if (first_group && (used & 255u) == 0u) {
+            if (first_group && (used & 1023u) < ITERATIONS_PER_PASS) {
                 atomicAdd(ctl.c.heartbeat, 1u);
             }
             if (atomicAdd(ctl.c.shutdown, 0u) != 0u) {
@@ -74,18 +75,22 @@ void main() {
             used += job.cost;
             if (leader) {
                 ring_complete(cq, s_index, job.tag, status, results);
-                atomicAdd(ctl.c.jobs_done, 1u);
+                jobs_done += 1u;
             }
         }
         barrier();
     }
     if (leader) {
+        atomicAdd(ctl.c.jobs_done, jobs_done);
+        atomicMax(ctl.c.max_iterations, used);
         if (exit_reason == EXIT_IDLE) {
             atomicAdd(ctl.c.idle_exits, 1u);
         } else if (exit_reason == EXIT_BUDGET) {
             atomicAdd(ctl.c.budget_exits, 1u);
-        } else {
+        } else if (exit_reason == EXIT_SHUTDOWN) {
             atomicAdd(ctl.c.shutdown_exits, 1u);
+        } else {
+            atomicAdd(ctl.c.unplanned_exits, 1u);
         }
         atomicExchange(ctl.c.exit_reason, exit_reason);
         memoryBarrierBuffer();

@@ -36,24 +36,27 @@ const uint POLL_CLAIMED = 2u; // this workgroup owns the entry at `index`
 const uint POLL_NO_BUDGET = 3u; // published, but running it would overrun the epoch
 
 // Tries to claim the entry at sq_head. `used` is the iterations this invocation has run.
+// Single exit on purpose: an early return is inlined as a one-pass loop, which lavapipe
+// counts against its per-invocation loop limit.
 uint ring_poll(ControlRef ctl_ref, SqRef sq, uint used, out uint index) {
     uint head = atomicAdd(ctl_ref.c.sq_head, 0u);
     uint slot = head & launch.p.ring_mask;
+    uint outcome = POLL_EMPTY;
     index = head;
-    if (atomicAdd(sq.e[slot].seq, 0u) != head + 1u) {
-        return POLL_EMPTY;
+    if (atomicAdd(sq.e[slot].seq, 0u) == head + 1u) {
+        memoryBarrierBuffer();
+        uint cost = sq.e[slot].cost;
+        // The cost is host-computed and bounded at submit; the check keeps the promise
+        // that a job is started only when it can finish inside this epoch.
+        if (uint64_t(used) + uint64_t(cost) + uint64_t(EPOCH_RESERVE) > uint64_t(launch.p.budget)) {
+            outcome = POLL_NO_BUDGET;
+        } else if (atomicCompSwap(ctl_ref.c.sq_head, head, head + 1u) == head) {
+            outcome = POLL_CLAIMED;
+        } else {
+            outcome = POLL_LOST;
+        }
     }
-    memoryBarrierBuffer();
-    uint cost = sq.e[slot].cost;
-    // The cost is host-computed and bounded at submit; the check keeps the promise that a
-    // job is started only when it can finish inside this epoch.
-    if (uint64_t(used) + uint64_t(cost) + uint64_t(EPOCH_RESERVE) > uint64_t(launch.p.budget)) {
-        return POLL_NO_BUDGET;
-    }
-    if (atomicCompSwap(ctl_ref.c.sq_head, head, head + 1u) != head) {
-        return POLL_LOST;
-    }
-    return POLL_CLAIMED;
+    return outcome;
 }
 
 // Publishes the completion of job `index`: payload first, seq last.

@@ -1,1 +1,253 @@
-//! bench
+//! Measurements shared by `megaring bench` and `benches/`: the ring round trip, its
+//! baseline (`vkQueueSubmit` + fence wait of a one-lane dispatch on the same device),
+//! sustained jobs/s, and the relaunch price an idle park pays. Every speed claim is a
+//! ratio against a baseline measured in the same run.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::vk::{Buffer, ComputePipeline, Context, Dispatcher, Placement};
+use crate::{Job, JobHandle, Runtime};
+
+/// Order statistics of a set of durations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    /// Number of samples.
+    pub samples: usize,
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Smallest sample.
+    pub min: Duration,
+    /// Arithmetic mean.
+    pub mean: Duration,
+}
+
+impl Summary {
+    /// Summarises `samples` (sorted in place). Panics on an empty slice.
+    pub fn of(samples: &mut [Duration]) -> Summary {
+        assert!(!samples.is_empty(), "no samples");
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Summary {
+            samples: samples.len(),
+            p50: at(0.50),
+            p99: at(0.99),
+            min: samples[0],
+            mean: samples.iter().sum::<Duration>() / samples.len() as u32,
+        }
+    }
+
+    /// The summary as JSON, in microseconds.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "samples": self.samples,
+            "p50_us": micros(self.p50),
+            "p99_us": micros(self.p99),
+            "min_us": micros(self.min),
+            "mean_us": micros(self.mean),
+        })
+    }
+}
+
+/// Microseconds as a float.
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The baseline: one pre-recorded dispatch of `glsl/baselines/ping.comp` (one workgroup),
+/// submitted with `vkQueueSubmit` and waited for with `vkWaitForFences`.
+pub struct SubmitBaseline {
+    dispatcher: Dispatcher,
+    _pipeline: ComputePipeline,
+    word: Buffer,
+    value: u32,
+}
+
+impl SubmitBaseline {
+    /// Builds the baseline on `ctx` (use a context of its own: a resident megakernel
+    /// would occupy the queue it submits to).
+    pub fn new(ctx: &Arc<Context>) -> Result<Self> {
+        let pipeline = ComputePipeline::new(ctx, crate::shaders::PING, 16)?;
+        let word = Buffer::new(ctx, "ping word", 4, Placement::DeviceShared)?;
+        let mut dispatcher = Dispatcher::new(ctx)?;
+        let mut push = [0u8; 16];
+        push[..8].copy_from_slice(&word.address().to_le_bytes());
+        dispatcher.record(&pipeline, &push, 1)?;
+        Ok(SubmitBaseline {
+            dispatcher,
+            _pipeline: pipeline,
+            word,
+            value: 0,
+        })
+    }
+
+    /// One submit + fence round trip; checks the dispatch really ran.
+    pub fn round_trip(&mut self) -> Result<Duration> {
+        let start = Instant::now();
+        self.dispatcher.submit()?;
+        self.dispatcher.wait(Duration::from_secs(60))?;
+        let elapsed = start.elapsed();
+        let mut out = [0u8; 4];
+        self.word.read_bytes(0, &mut out);
+        self.value = u32::from_le_bytes(out);
+        if self.value != 1 {
+            return Err(Error::InvalidConfig(format!(
+                "baseline dispatch wrote {} instead of 1",
+                self.value
+            )));
+        }
+        self.word.write_bytes(0, &[0; 4]);
+        Ok(elapsed)
+    }
+}
+
+/// One ring round trip: publish a no-op job and wait for its completion.
+pub fn ring_round_trip(runtime: &Runtime) -> Result<Duration> {
+    let start = Instant::now();
+    runtime.submit(Job::nop())?.wait()?;
+    Ok(start.elapsed())
+}
+
+/// Sustained no-op jobs per second: `threads` host threads, each keeping `in_flight` jobs
+/// outstanding, `jobs` jobs in all.
+pub fn throughput(runtime: &Runtime, jobs: u64, in_flight: usize, threads: usize) -> Result<f64> {
+    let threads = threads.max(1);
+    let per_thread = jobs / threads as u64;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(move || -> Result<()> {
+                    let mut window: VecDeque<JobHandle> = VecDeque::with_capacity(in_flight);
+                    for i in 0..per_thread {
+                        if window.len() >= in_flight.max(1) {
+                            window.pop_front().expect("non-empty").wait()?;
+                        }
+                        window.push_back(runtime.submit(Job::nop().with_tag(i))?);
+                    }
+                    window.into_iter().try_for_each(|h| h.wait().map(drop))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("bench thread panicked"))
+    })?;
+    Ok((per_thread * threads as u64) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Round trip of a job submitted while the kernel is parked (idle exit): the relaunch
+/// price. Waits up to `park_timeout` for each park.
+pub fn relaunch_after_park(runtime: &Runtime, samples: usize, park_timeout: Duration) -> Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let deadline = Instant::now() + park_timeout;
+        while runtime.kernel_running() {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(park_timeout));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        out.push(ring_round_trip(runtime)?);
+    }
+    Ok(out)
+}
+
+/// Options of the latency suite.
+#[derive(Clone, Debug)]
+pub struct LatencyOptions {
+    /// Round trips per measurement.
+    pub iterations: usize,
+    /// Jobs per throughput measurement.
+    pub jobs: u64,
+    /// Jobs each host thread keeps in flight.
+    pub in_flight: usize,
+    /// Host threads for the multi-threaded throughput measurement.
+    pub threads: usize,
+    /// Idle-park relaunch samples.
+    pub relaunch_samples: usize,
+}
+
+/// Results of one runtime configuration in the latency suite.
+#[derive(Clone, Debug)]
+pub struct RingReport {
+    /// Where completions lived.
+    pub cq_placement: Placement,
+    /// Memory flags of the CQ.
+    pub cq_memory: String,
+    /// Resident workgroups.
+    pub workgroups: u32,
+    /// Ring round trips.
+    pub round_trip: Summary,
+    /// Jobs/s, one host thread.
+    pub jobs_per_s_one_thread: f64,
+    /// Jobs/s, several host threads.
+    pub jobs_per_s_threads: f64,
+    /// Round trips after an idle park.
+    pub relaunch: Option<Summary>,
+}
+
+impl RingReport {
+    /// Runs the suite's ring measurements on `runtime`.
+    pub fn measure(runtime: &Runtime, placement: Placement, opts: &LatencyOptions) -> Result<Self> {
+        for _ in 0..opts.iterations.min(1000) / 10 + 1 {
+            ring_round_trip(runtime)?; // warm-up
+        }
+        let mut trips = (0..opts.iterations)
+            .map(|_| ring_round_trip(runtime))
+            .collect::<Result<Vec<_>>>()?;
+        let one = throughput(runtime, opts.jobs, opts.in_flight, 1)?;
+        let many = throughput(runtime, opts.jobs, opts.in_flight, opts.threads)?;
+        let relaunch = if opts.relaunch_samples > 0 {
+            let mut samples = relaunch_after_park(runtime, opts.relaunch_samples, Duration::from_secs(30))?;
+            Some(Summary::of(&mut samples))
+        } else {
+            None
+        };
+        Ok(RingReport {
+            cq_placement: placement,
+            cq_memory: runtime.info().memory[2].1.clone(),
+            workgroups: runtime.info().workgroups,
+            round_trip: Summary::of(&mut trips),
+            jobs_per_s_one_thread: one,
+            jobs_per_s_threads: many,
+            relaunch,
+        })
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self, baseline: &Summary, threads: usize) -> serde_json::Value {
+        serde_json::json!({
+            "cq_placement": format!("{:?}", self.cq_placement),
+            "cq_memory": self.cq_memory,
+            "workgroups": self.workgroups,
+            "round_trip": self.round_trip.to_json(),
+            "speedup_p50_vs_submit_fence": ratio(baseline.p50, self.round_trip.p50),
+            "jobs_per_s_1_thread": self.jobs_per_s_one_thread,
+            "host_threads": threads,
+            "jobs_per_s_threads": self.jobs_per_s_threads,
+            "relaunch_after_park": self.relaunch.map(|r| r.to_json()),
+        })
+    }
+}
+
+/// `baseline / measured`, the speed-up.
+pub fn ratio(baseline: Duration, measured: Duration) -> f64 {
+    baseline.as_secs_f64() / measured.as_secs_f64().max(1e-12)
+}
+
+/// Measures the submit + fence baseline on a context of its own.
+pub fn submit_fence_baseline(ctx: &Arc<Context>, iterations: usize) -> Result<Summary> {
+    let mut baseline = SubmitBaseline::new(ctx)?;
+    for _ in 0..iterations.min(1000) / 10 + 1 {
+        baseline.round_trip()?;
+    }
+    let mut samples = (0..iterations)
+        .map(|_| baseline.round_trip())
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Summary::of(&mut samples))
+}

@@ -9,7 +9,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The Vulkan loader library could not be loaded.
-    #[error("cannot load the Vulkan loader ({0}); install it (Debian: `apt-get install libvulkan1 mesa-vulkan-drivers`)")]
+    #[error(
+        "cannot load the Vulkan loader ({0}); install it (Debian: `apt-get install libvulkan1 mesa-vulkan-drivers`)"
+    )]
     LoaderMissing(String),
     /// A Vulkan call failed.
     #[error("{call} failed: {result}")]
@@ -63,7 +65,9 @@ pub enum Error {
         limit: u64,
     },
     /// `try_submit` found every ring entry in flight.
-    #[error("submission ring full: {capacity} jobs in flight; wait on completions, or raise RuntimeConfig::ring_entries")]
+    #[error(
+        "submission ring full: {capacity} jobs in flight; wait on completions, or raise RuntimeConfig::ring_entries"
+    )]
     RingFull {
         /// Ring capacity.
         capacity: u32,
@@ -74,6 +78,12 @@ pub enum Error {
     /// The job was cancelled by shutdown before any workgroup claimed it.
     #[error("job (tag {tag}) was cancelled by shutdown before it ran")]
     Cancelled {
+        /// The job's tag.
+        tag: u64,
+    },
+    /// The driver cut the kernel's loop while the job ran (epoch budget set too high).
+    #[error("job (tag {tag}) was lost: the driver ended the kernel's loop before the job completed; lower RuntimeConfig::epoch_budget for this device")]
+    JobLost {
         /// The job's tag.
         tag: u64,
     },

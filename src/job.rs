@@ -48,18 +48,29 @@ impl DeviceBuffer {
     fn check(&self, start: u64, count: u64) -> Result<()> {
         let end = start.checked_add(count).unwrap_or(u64::MAX);
         if end > self.len_u32() {
-            return Err(Error::OutOfRange { start, end, len: self.len_u32() });
+            return Err(Error::OutOfRange {
+                start,
+                end,
+                len: self.len_u32(),
+            });
         }
         Ok(())
     }
 
     fn range(&self, range: &Range<u64>) -> Result<(u64, u32)> {
         if range.start > range.end {
-            return Err(Error::OutOfRange { start: range.start, end: range.end, len: self.len_u32() });
+            return Err(Error::OutOfRange {
+                start: range.start,
+                end: range.end,
+                len: self.len_u32(),
+            });
         }
         self.check(range.start, range.end - range.start)?;
-        let len = u32::try_from(range.end - range.start)
-            .map_err(|_| Error::OutOfRange { start: range.start, end: range.end, len: u64::from(u32::MAX) })?;
+        let len = u32::try_from(range.end - range.start).map_err(|_| Error::OutOfRange {
+            start: range.start,
+            end: range.end,
+            len: u64::from(u32::MAX),
+        })?;
         Ok((self.address() + range.start * 4, len))
     }
 }
@@ -73,7 +84,13 @@ pub struct Job {
 
 impl Job {
     fn new(kind: u32) -> Self {
-        Job { entry: SqEntry { kind, ..Default::default() }, keep: Vec::new() }
+        Job {
+            entry: SqEntry {
+                kind,
+                ..Default::default()
+            },
+            keep: Vec::new(),
+        }
     }
 
     /// A job that does nothing and completes with zero results.

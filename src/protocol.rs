@@ -19,6 +19,9 @@ shared_constants! {
     WORKGROUP_SIZE_LOG2 = 6;
     /// Loop iterations an epoch keeps in reserve for its own exit path.
     EPOCH_RESERVE = 64;
+    /// Loop iterations lavapipe counts for one pass of the megakernel's main loop
+    /// (measured: its silent cut came after 13,107 passes = 65,535 / 5).
+    ITERATIONS_PER_PASS = 5;
 
     /// Job kind: do nothing, complete with zero results.
     JOB_NOP = 0;
@@ -39,6 +42,9 @@ shared_constants! {
     STATUS_CANCELLED = 1;
     /// Completion status: the kernel did not recognise the job kind.
     STATUS_BAD_KIND = 2;
+    /// Completion status (posted by the host): a workgroup claimed the job, then the
+    /// driver cut the kernel's loop before it completed (epoch budget too high).
+    STATUS_LOST = 3;
 
     /// Kernel exit reason: no work for `idle_limit` consecutive polls (parked).
     EXIT_IDLE = 1;
@@ -68,7 +74,7 @@ shared_structs! {
         resident: u32,
         /// GPU -> host: reason the last workgroup to leave gave (EXIT_*).
         exit_reason: u32,
-        /// GPU -> host: jobs completed, all epochs.
+        /// GPU -> host: jobs completed, all epochs (each workgroup adds its count at exit).
         jobs_done: u32,
         /// GPU -> host: workgroup exits because of idleness.
         idle_exits: u32,
@@ -76,10 +82,11 @@ shared_structs! {
         budget_exits: u32,
         /// GPU -> host: workgroup exits because of shutdown.
         shutdown_exits: u32,
-        /// Reserved, zero.
-        reserved0: u32,
-        /// Reserved, zero.
-        reserved1: u32,
+        /// GPU -> host: loops that ended without the kernel deciding to leave (a driver
+        /// cut the loop short: the epoch budget is set too high for this device).
+        unplanned_exits: u32,
+        /// GPU -> host: the most loop iterations one invocation counted in an epoch.
+        max_iterations: u32,
         /// Reserved, zero.
         reserved2: u32,
         /// Reserved, zero.

@@ -115,8 +115,14 @@ pub struct Stats {
     pub budget_exits: u32,
     /// Workgroup exits for shutdown.
     pub shutdown_exits: u32,
+    /// Loops a driver ended before the kernel chose to (see `ControlBlock::unplanned_exits`).
+    pub unplanned_exits: u32,
+    /// Most loop iterations one invocation counted in an epoch.
+    pub max_iterations: u32,
     /// Jobs cancelled by shutdown.
     pub cancelled: u32,
+    /// Jobs failed with [`Error::JobLost`].
+    pub lost: u32,
 }
 
 const OPEN: u32 = 0;
@@ -137,6 +143,7 @@ struct Shared {
     failure: Mutex<Option<Failure>>,
     launches: AtomicU64,
     cancelled: AtomicU32,
+    lost: AtomicU32,
     max_cost: u32,
 }
 
@@ -161,7 +168,10 @@ impl Shared {
     }
 
     fn fail(&self, failure: Failure) {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(failure);
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(failure);
     }
 
     fn wake_supervisor(&self) {
@@ -175,6 +185,8 @@ struct Supervisor {
     shared: Arc<Shared>,
     dispatcher: Dispatcher,
     hang_timeout: Duration,
+    /// `unplanned_exits` as last seen.
+    unplanned_seen: u32,
     /// Drop the pipeline after the dispatcher (which waits for the last launch).
     _pipeline: ComputePipeline,
 }
@@ -206,7 +218,9 @@ impl Runtime {
                 caps.max_workgroups
             )));
         }
-        let epoch_budget = config.epoch_budget.unwrap_or(if caps.lavapipe { 60_000 } else { 1 << 24 });
+        let epoch_budget = config
+            .epoch_budget
+            .unwrap_or(if caps.lavapipe { 60_000 } else { 1 << 24 });
         let min_budget = 2 * layout::EPOCH_RESERVE + 2;
         if epoch_budget < min_budget || (caps.lavapipe && epoch_budget > 65_535) {
             return Err(Error::InvalidConfig(format!(
@@ -219,8 +233,16 @@ impl Runtime {
 
         let rings = Rings::new(&ctx, config.ring_entries, config.cq_placement)?;
         let describe = |b: &Buffer| (b.memory_type(), format!("{:?}", b.memory_flags()));
-        let memory = [describe(rings.control_buffer()), describe(rings.sq_buffer()), describe(rings.cq_buffer())];
-        let pipeline = ComputePipeline::new(&ctx, crate::shaders::MEGAKERNEL, std::mem::size_of::<LaunchParams>() as u32)?;
+        let memory = [
+            describe(rings.control_buffer()),
+            describe(rings.sq_buffer()),
+            describe(rings.cq_buffer()),
+        ];
+        let pipeline = ComputePipeline::new(
+            &ctx,
+            crate::shaders::MEGAKERNEL,
+            std::mem::size_of::<LaunchParams>() as u32,
+        )?;
         let mut dispatcher = Dispatcher::new(&ctx)?;
         let shared = Arc::new(Shared {
             ctx: ctx.clone(),
@@ -233,6 +255,7 @@ impl Runtime {
             failure: Mutex::new(None),
             launches: AtomicU64::new(0),
             cancelled: AtomicU32::new(0),
+            lost: AtomicU32::new(0),
             max_cost: epoch_budget - 2 * layout::EPOCH_RESERVE - 2,
         });
 
@@ -254,7 +277,9 @@ impl Runtime {
         let mode = match (&self_test, config.mode) {
             (Ok(_), _) => Mode::Persistent,
             (Err(why), ModeRequest::Persistent) => {
-                return Err(Error::InvalidConfig(format!("persistent mode requested but the self-test failed: {why}")))
+                return Err(Error::InvalidConfig(format!(
+                    "persistent mode requested but the self-test failed: {why}"
+                )))
             }
             (Err(_), _) => Mode::Batch,
         };
@@ -275,12 +300,23 @@ impl Runtime {
             memory,
             validation: ctx.validation_enabled(),
         };
-        let supervisor = Supervisor { shared: shared.clone(), dispatcher, hang_timeout: config.hang_timeout, _pipeline: pipeline };
+        let supervisor = Supervisor {
+            shared: shared.clone(),
+            dispatcher,
+            hang_timeout: config.hang_timeout,
+            unplanned_seen: 0,
+            _pipeline: pipeline,
+        };
         let thread = std::thread::Builder::new()
             .name("megaring-supervisor".into())
             .spawn(move || supervisor.run())
             .map_err(|e| Error::InvalidConfig(format!("cannot start the supervisor thread: {e}")))?;
-        Ok(Runtime { shared, info, submit_timeout: config.submit_timeout, supervisor: Mutex::new(Some(thread)) })
+        Ok(Runtime {
+            shared,
+            info,
+            submit_timeout: config.submit_timeout,
+            supervisor: Mutex::new(Some(thread)),
+        })
     }
 
     /// What the runtime chose and measured at start-up.
@@ -295,8 +331,15 @@ impl Runtime {
 
     /// Allocates a buffer of `len` u32 elements at `placement`, zero-filled.
     pub fn alloc_u32(&self, len: u64, placement: Placement) -> Result<DeviceBuffer> {
-        let bytes = len.checked_mul(4).ok_or_else(|| Error::InvalidConfig(format!("{len} elements overflow")))?;
-        Ok(DeviceBuffer(Arc::new(Buffer::new(&self.shared.ctx, "megaring job buffer", bytes, placement)?)))
+        let bytes = len
+            .checked_mul(4)
+            .ok_or_else(|| Error::InvalidConfig(format!("{len} elements overflow")))?;
+        Ok(DeviceBuffer(Arc::new(Buffer::new(
+            &self.shared.ctx,
+            "megaring job buffer",
+            bytes,
+            placement,
+        )?)))
     }
 
     /// Publishes `job`, waiting while the ring is full (up to the configured submit timeout).
@@ -312,7 +355,10 @@ impl Runtime {
     fn submit_inner(&self, job: Job, wait: Option<Duration>) -> Result<JobHandle> {
         let cost = job.cost();
         if cost > self.shared.max_cost {
-            return Err(Error::JobTooLarge { cost: u64::from(cost), limit: u64::from(self.shared.max_cost) });
+            return Err(Error::JobTooLarge {
+                cost: u64::from(cost),
+                limit: u64::from(self.shared.max_cost),
+            });
         }
         let shared = &self.shared;
         shared.submitters.fetch_add(1, Ordering::SeqCst);
@@ -327,7 +373,9 @@ impl Runtime {
             Some(index) => index,
             None => {
                 let Some(timeout) = wait else {
-                    return Err(Error::RingFull { capacity: shared.rings.entries() });
+                    return Err(Error::RingFull {
+                        capacity: shared.rings.entries(),
+                    });
                 };
                 let mut waiter = Backoff::new(timeout);
                 loop {
@@ -338,7 +386,9 @@ impl Runtime {
                         return Err(failure.error());
                     }
                     if !waiter.snooze() {
-                        return Err(Error::RingFull { capacity: shared.rings.entries() });
+                        return Err(Error::RingFull {
+                            capacity: shared.rings.entries(),
+                        });
                     }
                 }
             }
@@ -352,7 +402,12 @@ impl Runtime {
         if !shared.kernel_running.load(Ordering::SeqCst) {
             shared.wake_supervisor();
         }
-        Ok(JobHandle { shared: shared.clone(), index, tag: entry.tag, consumed: false })
+        Ok(JobHandle {
+            shared: shared.clone(),
+            index,
+            tag: entry.tag,
+            consumed: false,
+        })
     }
 
     /// Counters from the kernel and the supervisor.
@@ -364,7 +419,10 @@ impl Runtime {
             idle_exits: c.idle_exits,
             budget_exits: c.budget_exits,
             shutdown_exits: c.shutdown_exits,
+            unplanned_exits: c.unplanned_exits,
+            max_iterations: c.max_iterations,
             cancelled: self.shared.cancelled.load(Ordering::SeqCst),
+            lost: self.shared.lost.load(Ordering::SeqCst),
         }
     }
 
@@ -442,7 +500,11 @@ struct Backoff {
 
 impl Backoff {
     fn new(timeout: Duration) -> Self {
-        Backoff { start: Instant::now(), timeout, step: 0 }
+        Backoff {
+            start: Instant::now(),
+            timeout,
+            step: 0,
+        }
     }
 
     /// Waits a little; false once the timeout has passed.
@@ -496,6 +558,7 @@ impl JobHandle {
                 Some(match entry.status {
                     layout::STATUS_OK => Ok(completion),
                     layout::STATUS_CANCELLED => Err(Error::Cancelled { tag: entry.tag }),
+                    layout::STATUS_LOST => Err(Error::JobLost { tag: entry.tag }),
                     status => Err(Error::JobFailed { tag: entry.tag, status }),
                 })
             }
@@ -541,7 +604,11 @@ impl Drop for JobHandle {
 }
 
 /// Launches the kernel, waits for it to be resident, and pings it through the ring.
-fn self_test(shared: &Arc<Shared>, dispatcher: &mut Dispatcher, hang_timeout: Duration) -> Result<std::result::Result<Duration, String>> {
+fn self_test(
+    shared: &Arc<Shared>,
+    dispatcher: &mut Dispatcher,
+    hang_timeout: Duration,
+) -> Result<std::result::Result<Duration, String>> {
     let rings = &shared.rings;
     rings.store(ControlWord::EPOCH, 1);
     shared.launches.fetch_add(1, Ordering::SeqCst);
@@ -574,7 +641,9 @@ fn self_test(shared: &Arc<Shared>, dispatcher: &mut Dispatcher, hang_timeout: Du
         }
         let rtt = sent.elapsed();
         match answer {
-            Some(a) if a.tag == u64::MAX && [a.result0, a.result1, a.result2, a.result3] == [0x5049_4E47, 1, 2, 3] => Ok(rtt),
+            Some(a) if a.tag == u64::MAX && [a.result0, a.result1, a.result2, a.result3] == [0x5049_4E47, 1, 2, 3] => {
+                Ok(rtt)
+            }
             Some(a) => Err(format!("the kernel answered the ping with a corrupt completion {a:?}")),
             None => {
                 rings.detach(index); // the supervisor's first epoch serves it; nobody waits
@@ -605,13 +674,18 @@ impl Supervisor {
                     if shared.lifecycle.load(Ordering::SeqCst) != OPEN || shared.rings.has_pending() {
                         break;
                     }
-                    guard = shared.wake_cv.wait_timeout(guard, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+                    guard = shared
+                        .wake_cv
+                        .wait_timeout(guard, Duration::from_millis(50))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
             }
             if shared.lifecycle.load(Ordering::SeqCst) != OPEN {
                 return;
             }
             shared.kernel_running.store(true, Ordering::SeqCst);
+            let head_before = shared.rings.load(ControlWord::SQ_HEAD);
             let epoch = shared.launches.fetch_add(1, Ordering::SeqCst) + 1;
             shared.rings.store(ControlWord::EPOCH, epoch as u32);
             if self.dispatcher.submit().is_err() {
@@ -625,6 +699,15 @@ impl Supervisor {
                 shared.fail(failure);
                 shared.kernel_running.store(false, Ordering::SeqCst);
                 return;
+            }
+            let unplanned = shared.rings.load(ControlWord::UNPLANNED_EXITS);
+            if unplanned != self.unplanned_seen {
+                // A driver cut the loop: jobs claimed in this epoch may never complete.
+                self.unplanned_seen = unplanned;
+                let lost = shared
+                    .rings
+                    .fail_unfinished(head_before, shared.rings.load(ControlWord::SQ_HEAD));
+                shared.lost.fetch_add(lost, Ordering::SeqCst);
             }
         }
     }

@@ -40,7 +40,11 @@ fn run_echo_stream(rt: &Runtime, thread: u64, count: u64, window: usize) -> Vec<
 #[test]
 fn hundred_thousand_jobs_from_four_threads_survive_tiny_epochs() {
     // A 400-iteration budget forces a relaunch every few hundred polls or jobs.
-    let rt = TestRuntime::new(RuntimeConfig { epoch_budget: Some(400), idle_polls: Some(100), ..config() });
+    let rt = TestRuntime::new(RuntimeConfig {
+        epoch_budget: Some(400),
+        idle_polls: Some(100),
+        ..config()
+    });
     let threads = 4u64;
     let per_thread = 25_000u64;
     let indices: Vec<Vec<u32>> = std::thread::scope(|s| {
@@ -56,22 +60,35 @@ fn hundred_thousand_jobs_from_four_threads_survive_tiny_epochs() {
     let mut all: Vec<u32> = Vec::new();
     for list in &indices {
         assert_eq!(list.len() as u64, per_thread);
-        assert!(list.windows(2).all(|w| w[0] < w[1]), "a thread's jobs took indices out of order");
+        assert!(
+            list.windows(2).all(|w| w[0] < w[1]),
+            "a thread's jobs took indices out of order"
+        );
         all.extend(list);
     }
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len() as u64, threads * per_thread, "two jobs shared a ring index");
     let stats = rt.stats();
-    assert_eq!(u64::from(stats.jobs_done), threads * per_thread + 1, "jobs done (+1 self-test ping)");
-    assert!(stats.launches > 100, "expected many relaunches with a 400-iteration budget, got {stats:?}");
+    assert_eq!(
+        u64::from(stats.jobs_done),
+        threads * per_thread + 1,
+        "jobs done (+1 self-test ping)"
+    );
+    assert!(
+        stats.launches > 100,
+        "expected many relaunches with a 400-iteration budget, got {stats:?}"
+    );
     assert!(stats.budget_exits > 0, "{stats:?}");
     rt.finish();
 }
 
 #[test]
 fn threads_submitting_at_once_each_get_their_own_answers() {
-    let rt = TestRuntime::new(RuntimeConfig { ring_entries: 64, ..config() });
+    let rt = TestRuntime::new(RuntimeConfig {
+        ring_entries: 64,
+        ..config()
+    });
     std::thread::scope(|s| {
         for t in 0..6u64 {
             let rt = &rt.runtime;
@@ -83,10 +100,16 @@ fn threads_submitting_at_once_each_get_their_own_answers() {
 
 #[test]
 fn shutdown_with_jobs_in_flight_completes_or_cancels_each_one() {
-    let rt = TestRuntime::new(RuntimeConfig { ring_entries: 4096, ..config() });
+    let rt = TestRuntime::new(RuntimeConfig {
+        ring_entries: 4096,
+        ..config()
+    });
     let buffer = rt.alloc_u32(1 << 16, Placement::DeviceShared).unwrap();
     let handles: Vec<JobHandle> = (0..4_000u64)
-        .map(|i| rt.submit(Job::fill(&buffer, 0..1 << 16, i as u32).unwrap().with_tag(i)).unwrap())
+        .map(|i| {
+            rt.submit(Job::fill(&buffer, 0..1 << 16, i as u32).unwrap().with_tag(i))
+                .unwrap()
+        })
         .collect();
     rt.runtime.shutdown().unwrap();
     let (mut completed, mut cancelled) = (0u32, 0u32);
@@ -114,14 +137,21 @@ fn shutdown_with_jobs_in_flight_completes_or_cancels_each_one() {
 
 #[test]
 fn a_full_ring_pushes_back_until_jobs_complete() {
-    let rt = TestRuntime::new(RuntimeConfig { ring_entries: 8, ..config() });
+    let rt = TestRuntime::new(RuntimeConfig {
+        ring_entries: 8,
+        ..config()
+    });
     // Eight fills that each take the kernel milliseconds: the ninth job finds no free
     // entry, because capacity counts jobs still on the device.
     let n = 64 * 50_000;
     let buffer = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
-    let fills: Vec<JobHandle> = (0..8).map(|i| rt.try_submit(Job::fill(&buffer, 0..n, i).unwrap()).unwrap()).collect();
+    let fills: Vec<JobHandle> = (0..8)
+        .map(|i| rt.try_submit(Job::fill(&buffer, 0..n, i).unwrap()).unwrap())
+        .collect();
     match rt.try_submit(Job::nop()) {
-        Err(e @ Error::RingFull { capacity: 8 }) => assert!(e.to_string().contains("raise RuntimeConfig::ring_entries")),
+        Err(e @ Error::RingFull { capacity: 8 }) => {
+            assert!(e.to_string().contains("raise RuntimeConfig::ring_entries"))
+        }
         other => panic!("expected RingFull, got {:?}", other.map(|h| h.tag())),
     }
     // A blocking submit waits for room instead.
@@ -132,7 +162,10 @@ fn a_full_ring_pushes_back_until_jobs_complete() {
     for i in 0..100 {
         rt.submit(Job::echo([i, 0, 0, 0])).unwrap();
     }
-    assert_eq!(rt.submit(Job::echo([5, 6, 7, 8])).unwrap().wait().unwrap().results, [5, 6, 7, 8]);
+    assert_eq!(
+        rt.submit(Job::echo([5, 6, 7, 8])).unwrap().wait().unwrap().results,
+        [5, 6, 7, 8]
+    );
     for (i, handle) in fills.into_iter().enumerate() {
         assert_eq!(handle.index(), i as u32 + 1, "ring index (after the self-test ping)");
         handle.wait().unwrap();
@@ -146,10 +179,17 @@ fn bad_jobs_are_refused_on_the_host_with_a_reason() {
     let rt = TestRuntime::new(config());
     let buffer = rt.alloc_u32(1024, Placement::DeviceShared).unwrap();
     match Job::fill(&buffer, 1000..1025, 0) {
-        Err(Error::OutOfRange { start: 1000, end: 1025, len: 1024 }) => {}
+        Err(Error::OutOfRange {
+            start: 1000,
+            end: 1025,
+            len: 1024,
+        }) => {}
         other => panic!("expected OutOfRange, got {other:?}"),
     }
-    assert!(matches!(Job::copy(&buffer, 0..10, &buffer, 1020), Err(Error::OutOfRange { .. })));
+    assert!(matches!(
+        Job::copy(&buffer, 0..10, &buffer, 1020),
+        Err(Error::OutOfRange { .. })
+    ));
     assert!(matches!(buffer.write_u32(1020, &[0; 5]), Err(Error::OutOfRange { .. })));
     // One lavapipe epoch allows 60,000 iterations; a fill of 64 * 60,000 elements needs more.
     let huge = rt.alloc_u32(64 * 60_000, Placement::DeviceShared).unwrap();
@@ -174,7 +214,10 @@ fn wait_timeout_reports_a_timeout_and_the_handle_stays_usable() {
 
 #[test]
 fn an_idle_kernel_parks_and_the_next_submit_relaunches_it() {
-    let rt = TestRuntime::new(RuntimeConfig { idle_polls: Some(200), ..config() });
+    let rt = TestRuntime::new(RuntimeConfig {
+        idle_polls: Some(200),
+        ..config()
+    });
     rt.submit(Job::nop()).unwrap().wait().unwrap();
     let mut parked = false;
     for _ in 0..10_000 {
@@ -187,14 +230,23 @@ fn an_idle_kernel_parks_and_the_next_submit_relaunches_it() {
     assert!(parked, "kernel never parked: {:?}", rt.stats());
     let before = rt.stats();
     assert!(before.idle_exits >= 1, "{before:?}");
-    assert_eq!(rt.submit(Job::echo([1, 2, 3, 4])).unwrap().wait().unwrap().results, [1, 2, 3, 4]);
-    assert!(rt.stats().launches > before.launches, "the submit relaunched the kernel");
+    assert_eq!(
+        rt.submit(Job::echo([1, 2, 3, 4])).unwrap().wait().unwrap().results,
+        [1, 2, 3, 4]
+    );
+    assert!(
+        rt.stats().launches > before.launches,
+        "the submit relaunched the kernel"
+    );
     rt.finish();
 }
 
 #[test]
 fn batch_mode_serves_jobs_without_a_resident_kernel() {
-    let rt = TestRuntime::new(RuntimeConfig { mode: ModeRequest::Batch, ..config() });
+    let rt = TestRuntime::new(RuntimeConfig {
+        mode: ModeRequest::Batch,
+        ..config()
+    });
     assert_eq!(rt.info().mode, Mode::Batch);
     let handles: Vec<_> = (0..500).map(|i| rt.submit(Job::echo([i, i, i, i])).unwrap()).collect();
     for (i, h) in handles.into_iter().enumerate() {
@@ -205,11 +257,16 @@ fn batch_mode_serves_jobs_without_a_resident_kernel() {
 
 #[test]
 fn several_resident_workgroups_share_the_ring() {
-    let rt = TestRuntime::new(RuntimeConfig { workgroups: Some(2), ..config() });
+    let rt = TestRuntime::new(RuntimeConfig {
+        workgroups: Some(2),
+        ..config()
+    });
     let buffer = rt.alloc_u32(4096, Placement::DeviceShared).unwrap();
     let data: Vec<u32> = (0..4096).collect();
     buffer.write_u32(0, &data).unwrap();
-    let handles: Vec<_> = (0..64u64).map(|i| rt.submit(Job::sum_u32(&buffer, 0..i * 64).unwrap()).unwrap()).collect();
+    let handles: Vec<_> = (0..64u64)
+        .map(|i| rt.submit(Job::sum_u32(&buffer, 0..i * 64).unwrap()).unwrap())
+        .collect();
     for (i, h) in handles.into_iter().enumerate() {
         let n = i as u64 * 64;
         assert_eq!(h.wait().unwrap().sum_u64(), n * n.saturating_sub(1) / 2);
@@ -221,9 +278,27 @@ fn several_resident_workgroups_share_the_ring() {
 fn invalid_configuration_is_rejected_with_the_allowed_range() {
     let _lock = common::device_lock();
     let cases = [
-        (RuntimeConfig { ring_entries: 3, ..config() }, "ring_entries = 3"),
-        (RuntimeConfig { workgroups: Some(0), ..config() }, "workgroups = 0"),
-        (RuntimeConfig { epoch_budget: Some(70_000), ..config() }, "epoch_budget = 70000"),
+        (
+            RuntimeConfig {
+                ring_entries: 3,
+                ..config()
+            },
+            "ring_entries = 3",
+        ),
+        (
+            RuntimeConfig {
+                workgroups: Some(0),
+                ..config()
+            },
+            "workgroups = 0",
+        ),
+        (
+            RuntimeConfig {
+                epoch_budget: Some(70_000),
+                ..config()
+            },
+            "epoch_budget = 70000",
+        ),
     ];
     for (bad, names) in cases {
         match Runtime::new(bad) {

@@ -12,7 +12,11 @@ fn echo_round_trips_every_field_through_the_kernel() {
     let rt = TestRuntime::new(config());
     assert_eq!(rt.info().mode, Mode::Persistent, "self-test: {:?}", rt.info().self_test);
     let words = [0xDEAD_BEEF, 0, u32::MAX, 0x0102_0304];
-    let done = rt.submit(Job::echo(words).with_tag(0x1122_3344_5566_7788)).unwrap().wait().unwrap();
+    let done = rt
+        .submit(Job::echo(words).with_tag(0x1122_3344_5566_7788))
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(done.tag, 0x1122_3344_5566_7788);
     assert_eq!(done.results, words);
     rt.finish();
@@ -30,7 +34,10 @@ fn fill_copy_and_sum_compute_what_the_cpu_computes() {
     let sum = rt.submit(Job::sum_u32(&src, 0..n).unwrap()).unwrap().wait().unwrap();
     assert_eq!(sum.sum_u64(), data.iter().map(|&x| u64::from(x)).sum::<u64>());
 
-    rt.submit(Job::copy(&src, 100..n, &dst, 0).unwrap()).unwrap().wait().unwrap();
+    rt.submit(Job::copy(&src, 100..n, &dst, 0).unwrap())
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(dst.read_u32(0, n - 100).unwrap(), data[100..]);
 
     rt.submit(Job::fill(&dst, 10..20, 7).unwrap()).unwrap().wait().unwrap();

@@ -32,6 +32,7 @@ impl ControlWord {
     pub(crate) const SQ_HEAD: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, sq_head));
     pub(crate) const HEARTBEAT: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, heartbeat));
     pub(crate) const RESIDENT: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, resident));
+    pub(crate) const UNPLANNED_EXITS: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, unplanned_exits));
 }
 
 /// Host-side bookkeeping for one ring slot.
@@ -71,14 +72,46 @@ impl Rings {
     /// Allocates the control block and rings with `entries` slots (a power of two).
     pub(crate) fn new(ctx: &Arc<Context>, entries: u32, cq_placement: Placement) -> Result<Self> {
         debug_assert!(entries.is_power_of_two());
-        let control = Buffer::new(ctx, "megaring control block", std::mem::size_of::<ControlBlock>() as u64, Placement::DeviceShared)?;
-        let sq = Buffer::new(ctx, "megaring submission queue", u64::from(entries) * std::mem::size_of::<SqEntry>() as u64, Placement::DeviceShared)?;
-        let cq = Buffer::new(ctx, "megaring completion queue", u64::from(entries) * std::mem::size_of::<CqEntry>() as u64, cq_placement)?;
-        let block = ControlBlock { magic: layout::MAGIC, version: layout::PROTOCOL_VERSION, ..Default::default() };
+        let control = Buffer::new(
+            ctx,
+            "megaring control block",
+            std::mem::size_of::<ControlBlock>() as u64,
+            Placement::DeviceShared,
+        )?;
+        let sq = Buffer::new(
+            ctx,
+            "megaring submission queue",
+            u64::from(entries) * std::mem::size_of::<SqEntry>() as u64,
+            Placement::DeviceShared,
+        )?;
+        let cq = Buffer::new(
+            ctx,
+            "megaring completion queue",
+            u64::from(entries) * std::mem::size_of::<CqEntry>() as u64,
+            cq_placement,
+        )?;
+        let block = ControlBlock {
+            magic: layout::MAGIC,
+            version: layout::PROTOCOL_VERSION,
+            ..Default::default()
+        };
         control.write_bytes(0, bytemuck::bytes_of(&block));
-        let slots = (0..entries).map(|i| SlotState { next: AtomicU32::new(i), ..Default::default() }).collect();
+        let slots = (0..entries)
+            .map(|i| SlotState {
+                next: AtomicU32::new(i),
+                ..Default::default()
+            })
+            .collect();
         fence(Ordering::SeqCst);
-        Ok(Rings { control, sq, cq, entries, tail: CachePadded(AtomicU32::new(0)), slots, overflow: Mutex::default() })
+        Ok(Rings {
+            control,
+            sq,
+            cq,
+            entries,
+            tail: CachePadded(AtomicU32::new(0)),
+            slots,
+            overflow: Mutex::default(),
+        })
     }
 
     pub(crate) fn entries(&self) -> u32 {
@@ -143,7 +176,11 @@ impl Rings {
             if !self.free_slot_for(tail) {
                 return None;
             }
-            match self.tail.0.compare_exchange_weak(tail, tail.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .tail
+                .0
+                .compare_exchange_weak(tail, tail.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return Some(tail),
                 Err(current) => tail = current,
             }
@@ -164,7 +201,11 @@ impl Rings {
         if !detached {
             self.overflow().insert(previous, entry);
         }
-        if slot.next.compare_exchange(previous, index, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if slot
+            .next
+            .compare_exchange(previous, index, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             slot.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
             if slot.detached.swap(0, Ordering::AcqRel) == previous.wrapping_add(1) {
                 self.overflow().remove(&previous); // its handle was dropped meanwhile
@@ -188,11 +229,15 @@ impl Rings {
     pub(crate) fn publish(&self, index: u32, mut entry: SqEntry, keep: Vec<Arc<Buffer>>) {
         let slot_no = index & (self.entries - 1);
         if !keep.is_empty() {
-            *self.slots[slot_no as usize].keep.lock().unwrap_or_else(|p| p.into_inner()) = keep;
+            *self.slots[slot_no as usize]
+                .keep
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = keep;
         }
         entry.seq = 0;
         let offset = slot_no as usize * std::mem::size_of::<SqEntry>();
-        self.sq.write_bytes(offset as u64, &bytemuck::bytes_of(&entry)[..SQ_SEQ_OFFSET]);
+        self.sq
+            .write_bytes(offset as u64, &bytemuck::bytes_of(&entry)[..SQ_SEQ_OFFSET]);
         // Order the payload before the seq word, also for write-combined (BAR) mappings:
         // on x86 this is an mfence, which drains write-combining buffers.
         fence(Ordering::SeqCst);
@@ -219,7 +264,16 @@ impl Rings {
         let slot = self.slot(index);
         if slot.next.load(Ordering::Acquire) == index {
             let entry = self.completion(index)?;
-            if slot.next.compare_exchange(index, index.wrapping_add(self.entries), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if slot
+                .next
+                .compare_exchange(
+                    index,
+                    index.wrapping_add(self.entries),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
                 slot.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 return Some(entry);
             }
@@ -230,8 +284,45 @@ impl Rings {
 
     /// Records that the handle of `index` was dropped before taking its completion.
     pub(crate) fn detach(&self, index: u32) {
-        self.slot(index).detached.store(index.wrapping_add(1), Ordering::Release);
+        self.slot(index)
+            .detached
+            .store(index.wrapping_add(1), Ordering::Release);
         self.overflow().remove(&index);
+    }
+
+    /// Posts a host-made completion with `status` for `index`, tagged from its SQ entry.
+    /// Only for entries no workgroup will complete.
+    fn post_from_host(&self, index: u32, status: u32) {
+        let slot_no = (index & (self.entries - 1)) as usize;
+        let mut bytes = [0u8; std::mem::size_of::<SqEntry>()];
+        self.sq
+            .read_bytes((slot_no * std::mem::size_of::<SqEntry>()) as u64, &mut bytes);
+        let job: SqEntry = bytemuck::pod_read_unaligned(&bytes);
+        let done = CqEntry {
+            tag: job.tag,
+            status,
+            ..Default::default()
+        };
+        let offset = slot_no * std::mem::size_of::<CqEntry>();
+        self.cq
+            .write_bytes(offset as u64, &bytemuck::bytes_of(&done)[..CQ_SEQ_OFFSET]);
+        fence(Ordering::SeqCst);
+        Self::word(&self.cq, offset + CQ_SEQ_OFFSET).store(index.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Fails with STATUS_LOST every job in `from..to` that was claimed but has no
+    /// completion. Only while no kernel runs. Returns how many.
+    pub(crate) fn fail_unfinished(&self, from: u32, to: u32) -> u32 {
+        let mut lost = 0;
+        let mut index = from;
+        while index != to {
+            if self.slot(index).next.load(Ordering::Acquire) == index && self.completion(index).is_none() {
+                self.post_from_host(index, layout::STATUS_LOST);
+                lost += 1;
+            }
+            index = index.wrapping_add(1);
+        }
+        lost
     }
 
     /// Cancels every published, unclaimed entry. Only while no kernel runs and no producer
@@ -241,15 +332,7 @@ impl Rings {
         let tail = self.reserved();
         let mut cancelled = 0;
         while head != tail {
-            let offset = (head & (self.entries - 1)) as usize * std::mem::size_of::<SqEntry>();
-            let mut bytes = [0u8; std::mem::size_of::<SqEntry>()];
-            self.sq.read_bytes(offset as u64, &mut bytes);
-            let job: SqEntry = bytemuck::pod_read_unaligned(&bytes);
-            let done = CqEntry { tag: job.tag, status: layout::STATUS_CANCELLED, ..Default::default() };
-            let cq_offset = (head & (self.entries - 1)) as usize * std::mem::size_of::<CqEntry>();
-            self.cq.write_bytes(cq_offset as u64, &bytemuck::bytes_of(&done)[..CQ_SEQ_OFFSET]);
-            fence(Ordering::SeqCst);
-            Self::word(&self.cq, cq_offset + CQ_SEQ_OFFSET).store(head.wrapping_add(1), Ordering::Release);
+            self.post_from_host(head, layout::STATUS_CANCELLED);
             head = head.wrapping_add(1);
             self.store(ControlWord::SQ_HEAD, head);
             cancelled += 1;

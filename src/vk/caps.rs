@@ -109,12 +109,21 @@ impl Capabilities {
         // Prefer a compute-only family (no graphics work shares it), else any with compute.
         let compute_queue_family = families
             .iter()
-            .position(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE) && !f.queue_flags.contains(vk::QueueFlags::GRAPHICS))
-            .or_else(|| families.iter().position(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE)))
+            .position(|f| {
+                f.queue_flags.contains(vk::QueueFlags::COMPUTE) && !f.queue_flags.contains(vk::QueueFlags::GRAPHICS)
+            })
+            .or_else(|| {
+                families
+                    .iter()
+                    .position(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE))
+            })
             .map(|i| i as u32);
 
         let memory = unsafe { instance.get_physical_device_memory_properties(physical) };
-        let memory_types = memory.memory_types_as_slice().iter().enumerate()
+        let memory_types = memory
+            .memory_types_as_slice()
+            .iter()
+            .enumerate()
             .map(|(i, t)| MemoryType {
                 index: i as u32,
                 flags: t.property_flags,
@@ -123,9 +132,18 @@ impl Capabilities {
             })
             .collect();
 
-        let name = props.device_name_as_c_str().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let driver_name = driver.driver_name_as_c_str().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let driver_info = driver.driver_info_as_c_str().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = props
+            .device_name_as_c_str()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let driver_name = driver
+            .driver_name_as_c_str()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let driver_info = driver
+            .driver_info_as_c_str()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Capabilities {
             index,
             name,
@@ -170,7 +188,9 @@ impl Capabilities {
 
     /// Whether some memory type is device-local and host-visible (resizable BAR or unified).
     pub fn has_host_visible_device_memory(&self) -> bool {
-        let want = vk::MemoryPropertyFlags::DEVICE_LOCAL | vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+        let want = vk::MemoryPropertyFlags::DEVICE_LOCAL
+            | vk::MemoryPropertyFlags::HOST_VISIBLE
+            | vk::MemoryPropertyFlags::HOST_COHERENT;
         self.memory_types.iter().any(|t| t.flags.contains(want))
     }
 }

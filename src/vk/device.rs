@@ -46,9 +46,13 @@ pub fn list_devices() -> Result<Vec<Capabilities>> {
 
 fn probe_all(instance: &Instance) -> Result<Vec<Capabilities>> {
     // SAFETY: plain query on a live instance.
-    let physicals = unsafe { instance.raw.enumerate_physical_devices() }
-        .map_err(Error::vk("vkEnumeratePhysicalDevices"))?;
-    Ok(physicals.iter().enumerate().map(|(i, &p)| Capabilities::probe(&instance.raw, p, i)).collect())
+    let physicals =
+        unsafe { instance.raw.enumerate_physical_devices() }.map_err(Error::vk("vkEnumeratePhysicalDevices"))?;
+    Ok(physicals
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| Capabilities::probe(&instance.raw, p, i))
+        .collect())
 }
 
 /// A logical device ready for compute, with its queue and allocator.
@@ -72,7 +76,10 @@ impl Context {
         let caps = choose(&all, selector)?;
         let missing = caps.missing_requirements();
         if !missing.is_empty() {
-            return Err(Error::MissingFeatures { device: caps.name.clone(), missing: missing.join(", ") });
+            return Err(Error::MissingFeatures {
+                device: caps.name.clone(),
+                missing: missing.join(", "),
+            });
         }
         // SAFETY: plain query on a live instance.
         let physical = unsafe { instance.raw.enumerate_physical_devices() }
@@ -80,7 +87,9 @@ impl Context {
         let queue_family = caps.compute_queue_family.expect("checked by missing_requirements");
 
         let priorities = [1.0f32];
-        let queues = [vk::DeviceQueueCreateInfo::default().queue_family_index(queue_family).queue_priorities(&priorities)];
+        let queues = [vk::DeviceQueueCreateInfo::default()
+            .queue_family_index(queue_family)
+            .queue_priorities(&priorities)];
         let mut extensions = Vec::new();
         if caps.external_memory_host.is_some() {
             extensions.push(ash::ext::external_memory_host::NAME.as_ptr());
@@ -98,8 +107,8 @@ impl Context {
             .enabled_features(&features)
             .push_next(&mut f12);
         // SAFETY: `physical` belongs to this instance; every pointer in `info` outlives the call.
-        let device = unsafe { instance.raw.create_device(physical, &info, None) }
-            .map_err(Error::vk("vkCreateDevice"))?;
+        let device =
+            unsafe { instance.raw.create_device(physical, &info, None) }.map_err(Error::vk("vkCreateDevice"))?;
         // SAFETY: family and index 0 were requested in `queues`.
         let queue = unsafe { device.get_device_queue(queue_family, 0) };
         let allocator = Allocator::new(&AllocatorCreateDesc {
@@ -115,7 +124,10 @@ impl Context {
             Err(e) => {
                 // SAFETY: nothing was created from the device yet.
                 unsafe { device.destroy_device(None) };
-                return Err(Error::Allocation { what: "the memory allocator".into(), reason: e.to_string() });
+                return Err(Error::Allocation {
+                    what: "the memory allocator".into(),
+                    reason: e.to_string(),
+                });
             }
         };
         Ok(Context {

@@ -64,7 +64,10 @@ impl Instance {
             // SAFETY: plain query on a loaded entry.
             let available = unsafe { entry.enumerate_instance_layer_properties() }
                 .map_err(Error::vk("vkEnumerateInstanceLayerProperties"))?;
-            if !available.iter().any(|l| l.layer_name_as_c_str() == Ok(VALIDATION_LAYER)) {
+            if !available
+                .iter()
+                .any(|l| l.layer_name_as_c_str() == Ok(VALIDATION_LAYER))
+            {
                 return Err(Error::ValidationLayerMissing);
             }
             layers.push(VALIDATION_LAYER.as_ptr());
@@ -80,7 +83,12 @@ impl Instance {
             .enabled_extension_names(&extensions);
         // SAFETY: `info` and the name arrays it points to outlive the call.
         let raw = unsafe { entry.create_instance(&info, None) }.map_err(Error::vk("vkCreateInstance"))?;
-        let mut instance = Instance { entry, raw, debug: None, validation: Box::default() };
+        let mut instance = Instance {
+            entry,
+            raw,
+            debug: None,
+            validation: Box::default(),
+        };
         if validation {
             let loader = ash::ext::debug_utils::Instance::new(&instance.entry, &instance.raw);
             let user_data = &*instance.validation as *const ValidationLog as *mut c_void;
@@ -135,7 +143,10 @@ unsafe extern "system" fn debug_callback(
     let (log, message) = unsafe {
         (
             &*(user_data as *const ValidationLog),
-            (*data).message_as_c_str().map(|m| m.to_string_lossy().into_owned()).unwrap_or_default(),
+            (*data)
+                .message_as_c_str()
+                .map(|m| m.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         )
     };
     let error = severity.contains(vk::DebugUtilsMessageSeverityFlagsEXT::ERROR);

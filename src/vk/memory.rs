@@ -91,7 +91,10 @@ impl Buffer {
                 linear: true,
                 allocation_scheme: AllocationScheme::GpuAllocatorManaged,
             })
-            .map_err(|e| Error::Allocation { what: format!("{name} ({size} bytes)"), reason: e.to_string() })?;
+            .map_err(|e| Error::Allocation {
+                what: format!("{name} ({size} bytes)"),
+                reason: e.to_string(),
+            })?;
         // SAFETY: the memory handle is only used to bind this buffer, while the allocation lives.
         let (memory, offset) = (unsafe { allocation.memory() }, allocation.offset());
         let mapped = allocation.mapped_ptr().map(|p| p.cast::<u8>());
@@ -135,7 +138,12 @@ impl Buffer {
 
     /// Property flags of that memory type.
     pub fn memory_flags(&self) -> vk::MemoryPropertyFlags {
-        self.ctx.caps.memory_types.get(self.memory_type as usize).map(|t| t.flags).unwrap_or_default()
+        self.ctx
+            .caps
+            .memory_types
+            .get(self.memory_type as usize)
+            .map(|t| t.flags)
+            .unwrap_or_default()
     }
 
     pub(crate) fn mapped(&self) -> MappedPtr {
@@ -146,7 +154,12 @@ impl Buffer {
     ///
     /// Panics when the range does not fit; callers check ranges first.
     pub fn write_bytes(&self, offset: u64, data: &[u8]) {
-        assert!(offset.checked_add(data.len() as u64).is_some_and(|end| end <= self.size), "write outside buffer");
+        assert!(
+            offset
+                .checked_add(data.len() as u64)
+                .is_some_and(|end| end <= self.size),
+            "write outside buffer"
+        );
         // SAFETY: the range was checked against the mapping's size; the device does not
         // write this range while the host does (the caller owns the buffer between jobs).
         unsafe {
@@ -156,7 +169,10 @@ impl Buffer {
 
     /// Copies bytes from the buffer at `offset` into `out`.
     pub fn read_bytes(&self, offset: u64, out: &mut [u8]) {
-        assert!(offset.checked_add(out.len() as u64).is_some_and(|end| end <= self.size), "read outside buffer");
+        assert!(
+            offset.checked_add(out.len() as u64).is_some_and(|end| end <= self.size),
+            "read outside buffer"
+        );
         // SAFETY: as in write_bytes.
         unsafe {
             std::ptr::copy_nonoverlapping(self.mapped.0.as_ptr().add(offset as usize), out.as_mut_ptr(), out.len())
@@ -180,6 +196,9 @@ impl Drop for Buffer {
 
 impl std::fmt::Debug for Buffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Buffer").field("address", &self.address).field("size", &self.size).finish()
+        f.debug_struct("Buffer")
+            .field("address", &self.address)
+            .field("size", &self.size)
+            .finish()
     }
 }

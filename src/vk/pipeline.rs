@@ -33,14 +33,24 @@ impl ComputePipeline {
         // handle is stored in `this` at once, so Drop destroys what exists after an error.
         this.module = unsafe { device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(spirv), None) }
             .map_err(Error::vk("vkCreateShaderModule"))?;
-        let ranges = [vk::PushConstantRange::default().stage_flags(vk::ShaderStageFlags::COMPUTE).offset(0).size(push_size)];
-        this.layout = unsafe { device.create_pipeline_layout(&vk::PipelineLayoutCreateInfo::default().push_constant_ranges(&ranges), None) }
-            .map_err(Error::vk("vkCreatePipelineLayout"))?;
+        let ranges = [vk::PushConstantRange::default()
+            .stage_flags(vk::ShaderStageFlags::COMPUTE)
+            .offset(0)
+            .size(push_size)];
+        this.layout = unsafe {
+            device.create_pipeline_layout(
+                &vk::PipelineLayoutCreateInfo::default().push_constant_ranges(&ranges),
+                None,
+            )
+        }
+        .map_err(Error::vk("vkCreatePipelineLayout"))?;
         let stage = vk::PipelineShaderStageCreateInfo::default()
             .stage(vk::ShaderStageFlags::COMPUTE)
             .module(this.module)
             .name(c"main");
-        let info = [vk::ComputePipelineCreateInfo::default().stage(stage).layout(this.layout)];
+        let info = [vk::ComputePipelineCreateInfo::default()
+            .stage(stage)
+            .layout(this.layout)];
         this.pipeline = unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &info, None) }
             .map_err(|(_, e)| Error::vk("vkCreateComputePipelines")(e))?[0];
         Ok(this)
@@ -114,14 +124,18 @@ impl Dispatcher {
         // SAFETY: the command buffer is not pending (checked above), the pipeline and
         // layout are live, and `push` matches the layout's range.
         unsafe {
-            device.reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty())
+            device
+                .reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty())
                 .map_err(Error::vk("vkResetCommandBuffer"))?;
-            device.begin_command_buffer(self.cmd, &vk::CommandBufferBeginInfo::default())
+            device
+                .begin_command_buffer(self.cmd, &vk::CommandBufferBeginInfo::default())
                 .map_err(Error::vk("vkBeginCommandBuffer"))?;
             device.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline.pipeline);
             device.cmd_push_constants(self.cmd, pipeline.layout, vk::ShaderStageFlags::COMPUTE, 0, push);
             device.cmd_dispatch(self.cmd, groups, 1, 1);
-            device.end_command_buffer(self.cmd).map_err(Error::vk("vkEndCommandBuffer"))?;
+            device
+                .end_command_buffer(self.cmd)
+                .map_err(Error::vk("vkEndCommandBuffer"))?;
         }
         Ok(())
     }

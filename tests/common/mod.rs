@@ -17,7 +17,10 @@ pub fn device_lock() -> MutexGuard<'static, ()> {
 /// The configuration every test starts from: validation on.
 pub fn config() -> RuntimeConfig {
     std::env::set_var("MEGARING_VALIDATION_QUIET", "1");
-    RuntimeConfig { validation: true, ..RuntimeConfig::default() }
+    RuntimeConfig {
+        validation: true,
+        ..RuntimeConfig::default()
+    }
 }
 
 /// A runtime under validation, plus the device lock for the test's duration.

@@ -1,0 +1,340 @@
+//! `megaring`: inspect the device and runtime (`info`) and measure it (`bench`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use megaring::bench::{self, LatencyOptions, RingReport};
+use megaring::vk::{list_devices, Context};
+use megaring::{DeviceSelector, Placement, Runtime, RuntimeConfig};
+
+#[derive(Parser)]
+#[command(name = "megaring", version, about = "Persistent Vulkan megakernel runtime")]
+struct Cli {
+    /// Device index or name substring (default: MEGARING_DEVICE, else the best device).
+    #[arg(long, global = true)]
+    device: Option<String>,
+    /// Enable the Khronos validation layer (also MEGARING_VALIDATION=1).
+    #[arg(long, global = true)]
+    validation: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Devices, the chosen device's features and memory types, the rings' memory, the
+    /// self-test result and the mode (persistent or batch fallback).
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measurements, each against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ring round trip vs vkQueueSubmit + fence, jobs/s, and relaunch after an idle park.
+    Latency {
+        /// Round trips per measurement (default: 2,000 on lavapipe, 20,000 elsewhere).
+        #[arg(long)]
+        iterations: Option<usize>,
+        /// Jobs per throughput measurement (default: 20,000 on lavapipe, 1,000,000 elsewhere).
+        #[arg(long)]
+        jobs: Option<u64>,
+        /// Jobs each host thread keeps in flight.
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+        /// Host threads for the multi-threaded throughput run.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Resident workgroups (default: per device).
+        #[arg(long)]
+        workgroups: Option<u32>,
+        /// Where completion entries live.
+        #[arg(long, value_enum, default_value_t = CqChoice::Both)]
+        cq: CqChoice,
+        /// Relaunch-after-park samples (0 to skip).
+        #[arg(long, default_value_t = 20)]
+        relaunch_samples: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CqChoice {
+    /// Device-local host-visible memory (BAR) where it exists.
+    Device,
+    /// Host memory.
+    Host,
+    /// Both, one after the other.
+    Both,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(device) = &cli.device {
+        std::env::set_var("MEGARING_DEVICE", device);
+    }
+    let config = RuntimeConfig {
+        validation: cli.validation || RuntimeConfig::default().validation,
+        ..RuntimeConfig::default()
+    };
+    let outcome = match cli.command {
+        Command::Info { json } => info(config, json),
+        Command::Bench {
+            what:
+                BenchCommand::Latency {
+                    iterations,
+                    jobs,
+                    in_flight,
+                    threads,
+                    workgroups,
+                    cq,
+                    relaunch_samples,
+                    json,
+                },
+        } => latency(
+            config,
+            iterations,
+            jobs,
+            in_flight,
+            threads,
+            workgroups,
+            cq,
+            relaunch_samples,
+            json,
+        ),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("megaring: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn info(config: RuntimeConfig, json: bool) -> megaring::Result<()> {
+    let devices = list_devices()?;
+    let runtime = Runtime::new(config)?;
+    let i = runtime.info();
+    let c = &i.caps;
+    let self_test = match &i.self_test {
+        Ok(rtt) => format!(
+            "passed (ping through the running kernel: {:.1} us)",
+            bench::micros(*rtt)
+        ),
+        Err(why) => format!("failed: {why}"),
+    };
+    if json {
+        let value = serde_json::json!({
+            "devices": devices.iter().map(|d| serde_json::json!({
+                "index": d.index, "name": d.name, "kind": format!("{:?}", d.kind), "driver": d.driver,
+                "usable": d.missing_requirements().is_empty(),
+            })).collect::<Vec<_>>(),
+            "chosen": c.index,
+            "name": c.name,
+            "driver": c.driver,
+            "api_version": format!("{}.{}.{}", c.api_version.0, c.api_version.1, c.api_version.2),
+            "features": {
+                "buffer_device_address": c.buffer_device_address,
+                "vulkan_memory_model": c.vulkan_memory_model,
+                "shader_int64": c.shader_int64,
+                "shader_buffer_int64_atomics": c.shader_buffer_int64_atomics,
+                "timeline_semaphore": c.timeline_semaphore,
+                "external_memory_host_alignment": c.external_memory_host,
+            },
+            "memory_types": c.memory_types.iter().map(|t| serde_json::json!({
+                "index": t.index, "flags": format!("{:?}", t.flags), "heap": t.heap, "heap_size": t.heap_size,
+            })).collect::<Vec<_>>(),
+            "rings": {
+                "control": {"memory_type": i.memory[0].0, "flags": i.memory[0].1},
+                "sq": {"memory_type": i.memory[1].0, "flags": i.memory[1].1},
+                "cq": {"memory_type": i.memory[2].0, "flags": i.memory[2].1},
+                "entries": i.ring_entries,
+            },
+            "mode": format!("{:?}", i.mode),
+            "self_test": self_test,
+            "workgroups": i.workgroups,
+            "epoch_budget": i.epoch_budget,
+            "idle_polls": i.idle_polls,
+            "validation": i.validation,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).expect("serialisable"));
+    } else {
+        println!("Vulkan devices:");
+        for d in &devices {
+            let mark = if d.index == c.index { "*" } else { " " };
+            let missing = d.missing_requirements();
+            let usable = if missing.is_empty() {
+                String::new()
+            } else {
+                format!("  (unusable: lacks {})", missing.join(", "))
+            };
+            println!(" {mark} [{}] {} ({:?}, {}){usable}", d.index, d.name, d.kind, d.driver);
+        }
+        println!(
+            "\nChosen device: [{}] {}  Vulkan {}.{}.{}",
+            c.index, c.name, c.api_version.0, c.api_version.1, c.api_version.2
+        );
+        println!("Features:");
+        println!("  bufferDeviceAddress        {}", c.buffer_device_address);
+        println!("  vulkanMemoryModel          {}", c.vulkan_memory_model);
+        println!("  shaderInt64                {}", c.shader_int64);
+        println!("  shaderBufferInt64Atomics   {}", c.shader_buffer_int64_atomics);
+        println!("  timelineSemaphore          {}", c.timeline_semaphore);
+        println!(
+            "  VK_EXT_external_memory_host {}",
+            c.external_memory_host
+                .map_or("absent".to_owned(), |a| format!("present (alignment {a} bytes)"))
+        );
+        println!("Memory types:");
+        for t in &c.memory_types {
+            println!(
+                "  [{}] heap {} ({} MiB): {:?}",
+                t.index,
+                t.heap,
+                t.heap_size >> 20,
+                t.flags
+            );
+        }
+        println!("Rings ({} entries):", i.ring_entries);
+        for (name, (index, flags)) in ["control block", "submission queue", "completion queue"]
+            .iter()
+            .zip(&i.memory)
+        {
+            println!("  {name:<17} memory type {index}: {flags}");
+        }
+        println!("Self-test: {self_test}");
+        println!(
+            "Mode: {:?}{}",
+            i.mode,
+            if i.mode == megaring::Mode::Batch {
+                " (fallback: the kernel is launched per batch of jobs)"
+            } else {
+                " (one resident kernel per epoch)"
+            }
+        );
+        println!(
+            "Resident workgroups: {} x {} lanes",
+            i.workgroups,
+            megaring::ring::layout::WORKGROUP_SIZE
+        );
+        println!(
+            "Epoch budget: {} loop iterations per invocation; park after {} empty polls",
+            i.epoch_budget, i.idle_polls
+        );
+        println!("Validation layer: {}", if i.validation { "on" } else { "off" });
+    }
+    runtime.shutdown()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn latency(
+    config: RuntimeConfig,
+    iterations: Option<usize>,
+    jobs: Option<u64>,
+    in_flight: usize,
+    threads: usize,
+    workgroups: Option<u32>,
+    cq: CqChoice,
+    relaunch_samples: usize,
+    json: bool,
+) -> megaring::Result<()> {
+    // The baseline runs first, on a device context of its own: a resident megakernel
+    // would hold the queue it submits to.
+    let ctx = Arc::new(Context::new(&config.device, config.validation)?);
+    let lavapipe = ctx.caps().lavapipe;
+    let device = ctx.caps().name.clone();
+    let opts = LatencyOptions {
+        iterations: iterations.unwrap_or(if lavapipe { 2_000 } else { 20_000 }),
+        jobs: jobs.unwrap_or(if lavapipe { 20_000 } else { 1_000_000 }),
+        in_flight,
+        threads,
+        relaunch_samples,
+    };
+    if !json {
+        eprintln!(
+            "device: {device}; measuring vkQueueSubmit + fence ({} round trips)...",
+            opts.iterations
+        );
+    }
+    let baseline = bench::submit_fence_baseline(&ctx, opts.iterations)?;
+    drop(ctx);
+    let placements = match cq {
+        CqChoice::Device => vec![Placement::DeviceShared],
+        CqChoice::Host => vec![Placement::HostCached],
+        CqChoice::Both => vec![Placement::DeviceShared, Placement::HostCached],
+    };
+    let mut reports = Vec::new();
+    for placement in placements {
+        if !json {
+            eprintln!("measuring the ring with completions in {placement:?} memory...");
+        }
+        let runtime = Runtime::new(RuntimeConfig {
+            cq_placement: placement,
+            workgroups,
+            ..config.clone()
+        })?;
+        reports.push((RingReport::measure(&runtime, placement, &opts)?, runtime.info().mode));
+        runtime.shutdown()?;
+    }
+    if json {
+        let value = serde_json::json!({
+            "device": device,
+            "submit_fence": baseline.to_json(),
+            "in_flight_per_thread": opts.in_flight,
+            "rings": reports.iter().map(|(r, mode)| {
+                let mut v = r.to_json(&baseline, opts.threads);
+                v["mode"] = serde_json::json!(format!("{mode:?}"));
+                v
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value).expect("serialisable"));
+        return Ok(());
+    }
+    println!("device: {device}");
+    println!(
+        "vkQueueSubmit + fence wait      p50 {:>8.1} us   p99 {:>8.1} us   ({} samples)",
+        bench::micros(baseline.p50),
+        bench::micros(baseline.p99),
+        baseline.samples
+    );
+    for (r, mode) in &reports {
+        println!(
+            "ring, completions in {:?} memory ({}), {:?} mode, {} workgroup(s):",
+            r.cq_placement, r.cq_memory, mode, r.workgroups
+        );
+        println!(
+            "  round trip                    p50 {:>8.1} us   p99 {:>8.1} us   -> {:.1}x faster than submit+fence (p50)",
+            bench::micros(r.round_trip.p50),
+            bench::micros(r.round_trip.p99),
+            bench::ratio(baseline.p50, r.round_trip.p50)
+        );
+        println!(
+            "  jobs/s, 1 host thread         {:>10.0}   ({} in flight)",
+            r.jobs_per_s_one_thread, opts.in_flight
+        );
+        println!(
+            "  jobs/s, {} host threads        {:>10.0}   ({} in flight each)",
+            opts.threads, r.jobs_per_s_threads, opts.in_flight
+        );
+        if let Some(relaunch) = r.relaunch {
+            println!(
+                "  first job after an idle park  p50 {:>8.1} us   p99 {:>8.1} us   ({} samples)",
+                bench::micros(relaunch.p50),
+                bench::micros(relaunch.p99),
+                relaunch.samples
+            );
+        }
+    }
+    Ok(())
+}
