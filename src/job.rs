@@ -46,7 +46,7 @@ impl DeviceBuffer {
     }
 
     fn check(&self, start: u64, count: u64) -> Result<()> {
-        let end = start.checked_add(count).unwrap_or(u64::MAX);
+        let end = start.saturating_add(count);
         if end > self.len_u32() {
             return Err(Error::OutOfRange {
                 start,

@@ -13,7 +13,7 @@ use megaring::{Error, Job, JobHandle, Mode, ModeRequest, Placement, Runtime, Run
 fn run_echo_stream(rt: &Runtime, thread: u64, count: u64, window: usize) -> Vec<u32> {
     let mut in_flight: VecDeque<(JobHandle, [u32; 4])> = VecDeque::new();
     let mut indices = Vec::with_capacity(count as usize);
-    let mut check = |handle: JobHandle, words: [u32; 4], expect_tag: u64| {
+    let check = |handle: JobHandle, words: [u32; 4], expect_tag: u64| {
         let index = handle.index();
         let done = handle.wait().expect("job completes");
         assert_eq!(done.tag, expect_tag, "completion carries another job's tag");

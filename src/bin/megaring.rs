@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use megaring::bench::{self, LatencyOptions, RingReport};
 use megaring::vk::{list_devices, Context};
-use megaring::{DeviceSelector, Placement, Runtime, RuntimeConfig};
+use megaring::{Placement, Runtime, RuntimeConfig};
 
 #[derive(Parser)]
 #[command(name = "megaring", version, about = "Persistent Vulkan megakernel runtime")]

@@ -130,7 +130,7 @@ impl Rings {
         &self.cq
     }
 
-    fn word<'a>(buffer: &'a Buffer, offset: usize) -> &'a AtomicU32 {
+    fn word(buffer: &Buffer, offset: usize) -> &AtomicU32 {
         debug_assert!(offset % 4 == 0 && (offset as u64) + 4 <= buffer.size());
         // SAFETY: the offset is 4-aligned and inside the mapping (checked by callers' fixed
         // layouts), the mapping lives as long as `buffer`, and every access to shared words

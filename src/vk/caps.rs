@@ -85,8 +85,7 @@ pub struct Capabilities {
 impl Capabilities {
     /// Probes `physical` (index `index` in the instance's list).
     pub(crate) fn probe(instance: &ash::Instance, physical: vk::PhysicalDevice, index: usize) -> Self {
-        // SAFETY (all queries below): `physical` comes from this instance's enumeration, and
-        // every output struct lives on this stack frame for the duration of its call.
+        // SAFETY: `physical` comes from this instance's enumeration and the output structs outlive the call.
         let extensions = unsafe { instance.enumerate_device_extension_properties(physical) }.unwrap_or_default();
         let has_ext = |name: &CStr| extensions.iter().any(|e| e.extension_name_as_c_str() == Ok(name));
         let external_memory_host = has_ext(ash::ext::external_memory_host::NAME);
@@ -97,14 +96,17 @@ impl Capabilities {
         if external_memory_host {
             props2 = props2.push_next(&mut host_mem);
         }
+        // SAFETY: `physical` comes from this instance's enumeration and the output structs outlive the call.
         unsafe { instance.get_physical_device_properties2(physical, &mut props2) };
         let props = props2.properties;
 
         let mut f12 = vk::PhysicalDeviceVulkan12Features::default();
         let mut features2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut f12);
+        // SAFETY: `physical` comes from this instance's enumeration and the output structs outlive the call.
         unsafe { instance.get_physical_device_features2(physical, &mut features2) };
         let shader_int64 = features2.features.shader_int64 == vk::TRUE;
 
+        // SAFETY: `physical` comes from this instance's enumeration and the output structs outlive the call.
         let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
         // Prefer a compute-only family (no graphics work shares it), else any with compute.
         let compute_queue_family = families
@@ -119,6 +121,7 @@ impl Capabilities {
             })
             .map(|i| i as u32);
 
+        // SAFETY: `physical` comes from this instance's enumeration and the output structs outlive the call.
         let memory = unsafe { instance.get_physical_device_memory_properties(physical) };
         let memory_types = memory
             .memory_types_as_slice()

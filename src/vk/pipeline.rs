@@ -29,14 +29,14 @@ impl ComputePipeline {
             pipeline: vk::Pipeline::null(),
             push_size,
         };
-        // SAFETY (the three creations below): valid create infos on a live device; each
-        // handle is stored in `this` at once, so Drop destroys what exists after an error.
+        // SAFETY: valid create info on a live device; the handle is stored in `this` at once, so Drop destroys what exists after an error.
         this.module = unsafe { device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(spirv), None) }
             .map_err(Error::vk("vkCreateShaderModule"))?;
         let ranges = [vk::PushConstantRange::default()
             .stage_flags(vk::ShaderStageFlags::COMPUTE)
             .offset(0)
             .size(push_size)];
+        // SAFETY: valid create info on a live device; the handle is stored in `this` at once, so Drop destroys what exists after an error.
         this.layout = unsafe {
             device.create_pipeline_layout(
                 &vk::PipelineLayoutCreateInfo::default().push_constant_ranges(&ranges),
@@ -51,6 +51,7 @@ impl ComputePipeline {
         let info = [vk::ComputePipelineCreateInfo::default()
             .stage(stage)
             .layout(this.layout)];
+        // SAFETY: valid create info on a live device; the handle is stored in `this` at once, so Drop destroys what exists after an error.
         this.pipeline = unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &info, None) }
             .map_err(|(_, e)| Error::vk("vkCreateComputePipelines")(e))?[0];
         Ok(this)
@@ -92,7 +93,7 @@ impl Dispatcher {
             fence: vk::Fence::null(),
             pending: false,
         };
-        // SAFETY (creations below): valid infos on a live device; handles stored at once.
+        // SAFETY: valid create info on a live device; the handle is stored in `this` at once, so Drop destroys what exists after an error.
         this.pool = unsafe {
             device.create_command_pool(
                 &vk::CommandPoolCreateInfo::default()
@@ -102,6 +103,7 @@ impl Dispatcher {
             )
         }
         .map_err(Error::vk("vkCreateCommandPool"))?;
+        // SAFETY: valid create info on a live device; the handle is stored in `this` at once, so Drop destroys what exists after an error.
         this.cmd = unsafe {
             device.allocate_command_buffers(
                 &vk::CommandBufferAllocateInfo::default()
@@ -111,6 +113,7 @@ impl Dispatcher {
             )
         }
         .map_err(Error::vk("vkAllocateCommandBuffers"))?[0];
+        // SAFETY: valid create info on a live device; the handle is stored in `this` at once, so Drop destroys what exists after an error.
         this.fence = unsafe { device.create_fence(&vk::FenceCreateInfo::default(), None) }
             .map_err(Error::vk("vkCreateFence"))?;
         Ok(this)
