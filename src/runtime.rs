@@ -542,6 +542,11 @@ impl JobHandle {
         self.index
     }
 
+    /// A one-line description of the job's ring slot, for diagnostics.
+    pub fn describe(&self) -> String {
+        self.shared.rings.describe(self.index)
+    }
+
     /// The outcome if the job has finished, without blocking.
     pub fn poll(&mut self) -> Option<Result<Completion>> {
         if self.consumed {

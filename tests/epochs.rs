@@ -15,7 +15,9 @@ fn run_echo_stream(rt: &Runtime, thread: u64, count: u64, window: usize) -> Vec<
     let mut indices = Vec::with_capacity(count as usize);
     let check = |handle: JobHandle, words: [u32; 4], expect_tag: u64| {
         let index = handle.index();
-        let done = handle.wait().expect("job completes");
+        // A generous bound turns a lost completion into a failure instead of a hang.
+        let mut handle = handle;
+        let done = handle.wait_timeout(Duration::from_secs(120)).expect("job completes");
         assert_eq!(done.tag, expect_tag, "completion carries another job's tag");
         assert_eq!(done.results, words, "completion carries another job's results");
         index
@@ -93,6 +95,25 @@ fn threads_submitting_at_once_each_get_their_own_answers() {
         for t in 0..6u64 {
             let rt = &rt.runtime;
             s.spawn(move || run_echo_stream(rt, t, 3_000, 8));
+        }
+    });
+    rt.finish();
+}
+
+#[test]
+fn producers_racing_for_slots_never_lose_a_held_completion() {
+    // Four threads each hold 64 handles on a 16-entry ring served by two workgroups, so
+    // producers keep moving completed-but-untaken completions aside, often several
+    // producers for the same slot at once.
+    let rt = TestRuntime::new(RuntimeConfig {
+        ring_entries: 16,
+        workgroups: Some(2),
+        ..config()
+    });
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let rt = &rt.runtime;
+            s.spawn(move || run_echo_stream(rt, t, 5_000, 64));
         }
     });
     rt.finish();

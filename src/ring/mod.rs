@@ -194,25 +194,28 @@ impl Rings {
         if slot.next.load(Ordering::Acquire) != previous {
             return slot.next.load(Ordering::Acquire) == index;
         }
+        // Read the completion before moving `next`: the slot cannot be rewritten (by job
+        // `index`) until the CAS below lets `index` in.
         let Some(entry) = self.completion(previous) else {
             return false; // still on the device: the ring is full
         };
-        let detached = slot.detached.load(Ordering::Acquire) == previous.wrapping_add(1);
-        if !detached {
-            self.overflow().insert(previous, entry);
-        }
+        // Only the producer whose CAS wins stores the completion; a losing producer (or
+        // the job's handle, which took it) leaves the table alone. A handle that looks
+        // between the CAS and the insert finds nothing yet and looks again.
         if slot
             .next
             .compare_exchange(previous, index, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             slot.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            if slot.detached.swap(0, Ordering::AcqRel) == previous.wrapping_add(1) {
-                self.overflow().remove(&previous); // its handle was dropped meanwhile
+            let detached = previous.wrapping_add(1);
+            if slot.detached.load(Ordering::Acquire) != detached {
+                self.overflow().insert(previous, entry);
+                // The handle may have been dropped while we inserted: drop the entry too.
+                if slot.detached.load(Ordering::Acquire) == detached {
+                    self.overflow().remove(&previous);
+                }
             }
-        } else {
-            // The job's handle consumed the completion first.
-            self.overflow().remove(&previous);
         }
         slot.next.load(Ordering::Acquire) == index
     }
@@ -288,6 +291,21 @@ impl Rings {
             .detached
             .store(index.wrapping_add(1), Ordering::Release);
         self.overflow().remove(&index);
+    }
+
+    /// One line describing the state of `index`'s slot, for diagnostics.
+    pub(crate) fn describe(&self, index: u32) -> String {
+        let slot = self.slot(index);
+        let offset = (index & (self.entries - 1)) as usize * std::mem::size_of::<CqEntry>();
+        format!(
+            "index {index}: slot next {} detached {} cq seq {} in overflow {}; tail {} sq_head {}",
+            slot.next.load(Ordering::SeqCst),
+            slot.detached.load(Ordering::SeqCst),
+            Self::word(&self.cq, offset + CQ_SEQ_OFFSET).load(Ordering::SeqCst),
+            self.overflow().contains_key(&index),
+            self.reserved(),
+            self.load(ControlWord::SQ_HEAD)
+        )
     }
 
     /// Posts a host-made completion with `status` for `index`, tagged from its SQ entry.
