@@ -8,9 +8,10 @@
 
 layout(local_size_x = WORKGROUP_SIZE, local_size_y = 1, local_size_z = 1) in;
 
+// s_action: ACT_IDLE, ACT_RUN (run s_job, ring index s_index), or EXIT_ACTION + EXIT_*.
 const uint ACT_IDLE = 0u;
 const uint ACT_RUN = 1u;
-// Exit actions are stored as 2 + EXIT_*, so any action >= 3 means "leave the loop".
+const uint EXIT_ACTION = 0x100u;
 
 shared uint s_action;
 shared uint s_index;
@@ -23,12 +24,19 @@ void main() {
     bool leader = gl_LocalInvocationID.x == 0u;
     bool first_group = gl_WorkGroupID.x == 0u;
 
-    // Loop iterations this invocation has run (every lane runs the same outer loop, and at
-    // most `cost` inner iterations per job, so lane 0's count bounds every lane's).
+    // Loop iterations this invocation has counted, in lavapipe's units (every lane runs
+    // the same passes and at most `cost` inner iterations per job, so lane 0's count
+    // bounds every lane's). Claims reserve their jobs' iterations up front.
     uint used = 0u;
     uint idle = 0u;
     uint exit_reason = 0u;
     uint jobs_done = 0u; // added to the control block once, at exit (no per-job contention)
+    // Leader only: jobs claimed by the last claim, and how many of them have run. One
+    // job runs per pass, so the loop stays flat: a barrier inside a nested loop made
+    // lavapipe drop the next dispatch after a budget exit.
+    uint claimed = 0u;
+    uint next = 0u;
+    uint first = 0u;
     if (leader) {
         atomicAdd(ctl.c.resident, 1u);
     }
@@ -36,46 +44,58 @@ void main() {
         used += ITERATIONS_PER_PASS;
         if (leader) {
             uint action = ACT_IDLE;
-            uint index = 0u;
             if (first_group && (used & 1023u) < ITERATIONS_PER_PASS) {
                 atomicAdd(ctl.c.heartbeat, 1u);
             }
-            if (atomicAdd(ctl.c.shutdown, 0u) != 0u) {
-                exit_reason = EXIT_SHUTDOWN;
-            } else if (used + EPOCH_RESERVE >= launch.p.budget) {
-                exit_reason = EXIT_BUDGET;
-            } else {
-                uint poll = ring_poll(ctl, sq, used, index);
-                if (poll == POLL_CLAIMED) {
-                    action = ACT_RUN;
-                    idle = 0u;
-                    s_index = index;
-                    s_job = sq.e[index & launch.p.ring_mask];
-                } else if (poll == POLL_NO_BUDGET) {
+            if (next == claimed) {
+                // Nothing left of the last claim: leave, or claim more.
+                if (atomicAdd(ctl.c.shutdown, 0u) != 0u) {
+                    exit_reason = EXIT_SHUTDOWN;
+                } else if (used + ITERATIONS_PER_PASS + ITERATIONS_PER_JOB + EPOCH_RESERVE >= launch.p.budget) {
                     exit_reason = EXIT_BUDGET;
-                } else if (poll == POLL_EMPTY) {
-                    idle += 1u;
-                    if (idle > launch.p.idle_limit) {
-                        exit_reason = EXIT_IDLE;
+                } else {
+                    bool no_budget;
+                    uint count = ring_claim(ctl, sq, used, first, no_budget);
+                    if (count > 0u) {
+                        claimed = count;
+                        next = 0u;
+                        idle = 0u;
+                    } else if (no_budget) {
+                        exit_reason = EXIT_BUDGET;
+                    } else {
+                        idle += 1u;
+                        if (idle > launch.p.idle_limit) {
+                            exit_reason = EXIT_IDLE;
+                        }
                     }
                 }
             }
-            s_action = exit_reason != 0u ? 2u + exit_reason : action;
+            if (next < claimed) {
+                // A claimed entry stays intact until its completion frees the slot.
+                action = ACT_RUN;
+                s_index = first + next;
+                s_job = sq.e[(first + next) & launch.p.ring_mask];
+            }
+            s_action = exit_reason != 0u ? EXIT_ACTION + exit_reason : action;
         }
         barrier();
         uint action = s_action;
-        if (action >= 3u) {
+        if (action >= EXIT_ACTION) {
             break;
         }
         if (action == ACT_RUN) {
+            SqEntry job = s_job;
             uint status;
             uvec4 results;
-            SqEntry job = s_job;
             run_job(job, status, results);
-            used += job.cost;
+            used += ITERATIONS_PER_JOB + job.cost;
+            // Every lane's writes are done and visible before the completion is posted.
+            memoryBarrierBuffer();
+            barrier();
             if (leader) {
                 ring_complete(cq, s_index, job.tag, status, results);
                 jobs_done += 1u;
+                next += 1u;
             }
         }
         barrier();

@@ -11,6 +11,7 @@
 
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
+#extension GL_EXT_control_flow_attributes : require
 
 #include "protocol.glsl"
 
@@ -29,34 +30,46 @@ layout(push_constant) uniform Launch {
 } launch;
 
 
-// Outcome of one poll by lane 0.
-const uint POLL_EMPTY = 0u;   // nothing published at sq_head
-const uint POLL_LOST = 1u;    // published, but another workgroup claimed it first
-const uint POLL_CLAIMED = 2u; // this workgroup owns the entry at `index`
-const uint POLL_NO_BUDGET = 3u; // published, but running it would overrun the epoch
-
-// Tries to claim the entry at sq_head. `used` is the iterations this invocation has run.
-// Single exit on purpose: an early return is inlined as a one-pass loop, which lavapipe
-// counts against its per-invocation loop limit.
-uint ring_poll(ControlRef ctl_ref, SqRef sq, uint used, out uint index) {
+// Claims the longest run (at most CLAIM_BATCH) of consecutive published entries starting
+// at sq_head whose costs fit the epoch, with one CAS. The loop is unrolled on purpose:
+// as a real loop inside the leader-only branch, lavapipe (Mesa 22.3) dropped the whole
+// dispatch that followed a budget exit, right after its first multi-job claim. `used` is the iterations this
+// invocation has counted. Returns the number claimed (0: nothing published, lost the
+// race, or no budget; `no_budget` tells the last apart). Single exit on purpose: an
+// early return is inlined as a one-pass loop, which lavapipe counts as a loop iteration.
+uint ring_claim(ControlRef ctl_ref, SqRef sq, uint used, out uint first, out bool no_budget) {
     uint head = atomicAdd(ctl_ref.c.sq_head, 0u);
-    uint slot = head & launch.p.ring_mask;
-    uint outcome = POLL_EMPTY;
-    index = head;
-    if (atomicAdd(sq.e[slot].seq, 0u) == head + 1u) {
-        memoryBarrierBuffer();
-        uint cost = sq.e[slot].cost;
-        // The cost is host-computed and bounded at submit; the check keeps the promise
-        // that a job is started only when it can finish inside this epoch.
-        if (uint64_t(used) + uint64_t(cost) + uint64_t(EPOCH_RESERVE) > uint64_t(launch.p.budget)) {
-            outcome = POLL_NO_BUDGET;
-        } else if (atomicCompSwap(ctl_ref.c.sq_head, head, head + 1u) == head) {
-            outcome = POLL_CLAIMED;
+    uint count = 0u;
+    uint64_t total = uint64_t(used) + uint64_t(EPOCH_RESERVE);
+    bool open = true;
+    no_budget = false;
+    first = head;
+    [[unroll]] for (uint k = 0u; k < CLAIM_BATCH; k++) {
+        if (!open) {
+            continue;
+        }
+        uint slot = (head + k) & launch.p.ring_mask;
+        if (atomicAdd(sq.e[slot].seq, 0u) != head + k + 1u) {
+            open = false;
         } else {
-            outcome = POLL_LOST;
+            memoryBarrierBuffer();
+            // Costs are host-computed and bounded at submit; the check keeps the promise
+            // that a job starts only when it can finish inside this epoch.
+            // Each claimed job runs in a pass of its own.
+            uint64_t next = total + uint64_t(sq.e[slot].cost) + uint64_t(ITERATIONS_PER_JOB + ITERATIONS_PER_PASS);
+            if (next > uint64_t(launch.p.budget)) {
+                no_budget = k == 0u;
+                open = false;
+            } else {
+                total = next;
+                count += 1u;
+            }
         }
     }
-    return outcome;
+    if (count > 0u && atomicCompSwap(ctl_ref.c.sq_head, head, head + count) != head) {
+        count = 0u;
+    }
+    return count;
 }
 
 // Publishes the completion of job `index`: payload first, seq last.

@@ -19,9 +19,15 @@ shared_constants! {
     WORKGROUP_SIZE_LOG2 = 6;
     /// Loop iterations an epoch keeps in reserve for its own exit path.
     EPOCH_RESERVE = 64;
-    /// Loop iterations lavapipe counts for one pass of the megakernel's main loop
-    /// (measured: its silent cut came after 13,107 passes = 65,535 / 5).
-    ITERATIONS_PER_PASS = 5;
+    /// Most consecutive published jobs one workgroup claims with a single CAS.
+    CLAIM_BATCH = 8;
+    /// Loop iterations charged for one pass of the megakernel's main loop. lavapipe
+    /// counted 8 per idle pass (its silent cut came after 8,194 passes); 10 keeps a margin.
+    /// See docs/protocol.md, "Epochs".
+    ITERATIONS_PER_PASS = 10;
+    /// Loop iterations charged per claimed job beyond the job's own cost (claim-loop step,
+    /// job-loop step, completion). lavapipe counted about 5.7; 8 keeps a margin.
+    ITERATIONS_PER_JOB = 8;
 
     /// Job kind: do nothing, complete with zero results.
     JOB_NOP = 0;

@@ -221,7 +221,7 @@ impl Runtime {
         let epoch_budget = config
             .epoch_budget
             .unwrap_or(if caps.lavapipe { 60_000 } else { 1 << 24 });
-        let min_budget = 2 * layout::EPOCH_RESERVE + 2;
+        let min_budget = 2 * (layout::EPOCH_RESERVE + layout::ITERATIONS_PER_PASS + layout::ITERATIONS_PER_JOB);
         if epoch_budget < min_budget || (caps.lavapipe && epoch_budget > 65_535) {
             return Err(Error::InvalidConfig(format!(
                 "epoch_budget = {epoch_budget}; use {min_budget}..={} on this device",
@@ -256,7 +256,11 @@ impl Runtime {
             launches: AtomicU64::new(0),
             cancelled: AtomicU32::new(0),
             lost: AtomicU32::new(0),
-            max_cost: epoch_budget - 2 * layout::EPOCH_RESERVE - 2,
+            max_cost: epoch_budget
+                - layout::EPOCH_RESERVE
+                - layout::ITERATIONS_PER_PASS
+                - layout::ITERATIONS_PER_JOB
+                - 1,
         });
 
         let mut params = LaunchParams {
@@ -691,6 +695,7 @@ impl Supervisor {
             }
             shared.kernel_running.store(true, Ordering::SeqCst);
             let head_before = shared.rings.load(ControlWord::SQ_HEAD);
+            let done_before = shared.rings.load(ControlWord::JOBS_DONE);
             let epoch = shared.launches.fetch_add(1, Ordering::SeqCst) + 1;
             shared.rings.store(ControlWord::EPOCH, epoch as u32);
             if self.dispatcher.submit().is_err() {
@@ -705,13 +710,20 @@ impl Supervisor {
                 shared.kernel_running.store(false, Ordering::SeqCst);
                 return;
             }
+            // Every job claimed in an epoch completes before the epoch ends, unless a
+            // driver cut the kernel's loop. Then the kernel's own bookkeeping may be cut
+            // short too, so compare claims with completions as well as its exit report.
+            let head_after = shared.rings.load(ControlWord::SQ_HEAD);
+            let claimed = head_after.wrapping_sub(head_before);
+            let done = shared.rings.load(ControlWord::JOBS_DONE).wrapping_sub(done_before);
             let unplanned = shared.rings.load(ControlWord::UNPLANNED_EXITS);
-            if unplanned != self.unplanned_seen {
-                // A driver cut the loop: jobs claimed in this epoch may never complete.
+            if std::env::var_os("MEGARING_TRACE").is_some() {
+                let c = shared.rings.control_snapshot();
+                eprintln!("epoch {epoch}: head {head_before}->{head_after} claimed {claimed} done {done} exit {} budget {} idle {} max_it {}", c.exit_reason, c.budget_exits, c.idle_exits, c.max_iterations);
+            }
+            if unplanned != self.unplanned_seen || claimed != done {
                 self.unplanned_seen = unplanned;
-                let lost = shared
-                    .rings
-                    .fail_unfinished(head_before, shared.rings.load(ControlWord::SQ_HEAD));
+                let lost = shared.rings.fail_unfinished(head_before, head_after);
                 shared.lost.fetch_add(lost, Ordering::SeqCst);
             }
         }

@@ -32,6 +32,7 @@ impl ControlWord {
     pub(crate) const SQ_HEAD: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, sq_head));
     pub(crate) const HEARTBEAT: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, heartbeat));
     pub(crate) const RESIDENT: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, resident));
+    pub(crate) const JOBS_DONE: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, jobs_done));
     pub(crate) const UNPLANNED_EXITS: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, unplanned_exits));
 }
 

@@ -36,9 +36,12 @@ impl TestRuntime {
         TestRuntime { runtime, _lock: lock }
     }
 
-    /// Shuts down and asserts the validation layer reported no error during the test.
+    /// Shuts down and asserts the validation layer reported no error during the test,
+    /// and that no driver cut the kernel's loop (the epoch accounting held).
     pub fn finish(self) {
         self.runtime.shutdown().expect("clean shutdown");
+        let stats = self.runtime.stats();
+        assert_eq!((stats.unplanned_exits, stats.lost), (0, 0), "{stats:?}");
         assert_validation_clean(&self.runtime);
     }
 }
