@@ -135,13 +135,13 @@ struct Shared {
     ctx: Arc<Context>,
     rings: Rings,
     lifecycle: AtomicU32,
-    /// Producers between their lifecycle check and their publish.
-    submitters: AtomicU32,
     /// Whether a kernel launch is in flight (supervisor-owned; producers read it).
     kernel_running: AtomicBool,
     wake: Mutex<()>,
     wake_cv: Condvar,
-    failure: Mutex<Option<Failure>>,
+    /// `FAILURE_*`: read lock-free on every poll that finds no completion.
+    failure: AtomicU32,
+    hang_timeout: Duration,
     launches: AtomicU64,
     cancelled: AtomicU32,
     lost: AtomicU32,
@@ -163,16 +163,28 @@ impl Failure {
     }
 }
 
+const FAILURE_NONE: u32 = 0;
+const FAILURE_DEVICE_LOST: u32 = 1;
+const FAILURE_UNRESPONSIVE: u32 = 2;
+
 impl Shared {
     fn failure(&self) -> Option<Failure> {
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner())
+        match self.failure.load(Ordering::Acquire) {
+            FAILURE_NONE => None,
+            FAILURE_DEVICE_LOST => Some(Failure::DeviceLost),
+            _ => Some(Failure::Unresponsive(self.hang_timeout)),
+        }
     }
 
+    /// Records the first failure; later ones are ignored.
     fn fail(&self, failure: Failure) {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(failure);
+        let code = match failure {
+            Failure::DeviceLost => FAILURE_DEVICE_LOST,
+            Failure::Unresponsive(_) => FAILURE_UNRESPONSIVE,
+        };
+        let _ = self
+            .failure
+            .compare_exchange(FAILURE_NONE, code, Ordering::AcqRel, Ordering::Acquire);
     }
 
     fn wake_supervisor(&self) {
@@ -249,11 +261,11 @@ impl Runtime {
             ctx: ctx.clone(),
             rings,
             lifecycle: AtomicU32::new(OPEN),
-            submitters: AtomicU32::new(0),
             kernel_running: AtomicBool::new(false),
             wake: Mutex::new(()),
             wake_cv: Condvar::new(),
-            failure: Mutex::new(None),
+            failure: AtomicU32::new(FAILURE_NONE),
+            hang_timeout: config.hang_timeout,
             launches: AtomicU64::new(0),
             cancelled: AtomicU32::new(0),
             lost: AtomicU32::new(0),
@@ -366,8 +378,6 @@ impl Runtime {
             });
         }
         let shared = &self.shared;
-        shared.submitters.fetch_add(1, Ordering::SeqCst);
-        let _registered = Registration(&shared.submitters);
         if shared.lifecycle.load(Ordering::SeqCst) != OPEN {
             return Err(Error::ShutDown);
         }
@@ -401,9 +411,9 @@ impl Runtime {
         let mut entry = job.entry;
         entry.cost = cost;
         shared.rings.publish(index, entry, job.keep);
-        // Dekker-style handshake with the supervisor (which stores kernel_running = false,
-        // fences, then checks for pending work): one of the two always sees the other.
-        fence(Ordering::SeqCst);
+        // Dekker-style handshake with the supervisor, which stores kernel_running = false,
+        // fences, then checks for pending work: `publish` ended with a SeqCst fence after
+        // the seq word, so one of the two always sees the other.
         if !shared.kernel_running.load(Ordering::SeqCst) {
             shared.wake_supervisor();
         }
@@ -456,11 +466,9 @@ impl Runtime {
             .compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            // Let producers that passed the lifecycle check publish what they reserved.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while shared.submitters.load(Ordering::SeqCst) != 0 && Instant::now() < deadline {
-                std::thread::yield_now();
-            }
+            // A producer that passed the lifecycle check just before this may still publish;
+            // the sweep below cancels what it reserved (its handle also reports a job
+            // published after the sweep as cancelled, once the lifecycle says STOPPED).
             shared.rings.store(ControlWord::SHUTDOWN, 1);
             shared.wake_supervisor();
         }
@@ -483,15 +491,6 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         let _ = self.shutdown();
-    }
-}
-
-/// Decrements the producer count when a submit returns, whatever the path.
-struct Registration<'a>(&'a AtomicU32);
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -567,8 +566,8 @@ impl JobHandle {
                 };
                 Some(match entry.status {
                     layout::STATUS_OK => Ok(completion),
-                    layout::STATUS_CANCELLED => Err(Error::Cancelled { tag: entry.tag }),
-                    layout::STATUS_LOST => Err(Error::JobLost { tag: entry.tag }),
+                    layout::STATUS_CANCELLED => Err(Error::Cancelled { tag: self.tag }),
+                    layout::STATUS_LOST => Err(Error::JobLost { tag: self.tag }),
                     status => Err(Error::JobFailed { tag: entry.tag, status }),
                 })
             }

@@ -157,6 +157,54 @@ fn shutdown_with_jobs_in_flight_completes_or_cancels_each_one() {
 }
 
 #[test]
+fn threads_submitting_through_a_shutdown_get_an_answer_for_every_job() {
+    let rt = TestRuntime::new(config());
+    let submitted = std::sync::atomic::AtomicU64::new(0);
+    let outcomes: Vec<(u64, u64, u64)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..3u64)
+            .map(|t| {
+                let (rt, submitted) = (&rt.runtime, &submitted);
+                s.spawn(move || {
+                    let mut handles = Vec::new();
+                    let refused = loop {
+                        match rt.submit(Job::echo([t as u32, 0, 0, 0]).with_tag(t)) {
+                            Ok(h) => handles.push(h),
+                            Err(Error::ShutDown) => break 1,
+                            Err(e) => panic!("submit failed with {e}"),
+                        }
+                        submitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    };
+                    let (mut ok, mut cancelled) = (0, 0);
+                    for h in handles {
+                        match h.wait() {
+                            Ok(done) => {
+                                assert_eq!(done.tag, t);
+                                ok += 1;
+                            }
+                            Err(Error::Cancelled { tag }) => {
+                                assert_eq!(tag, t);
+                                cancelled += 1;
+                            }
+                            Err(e) => panic!("job ended with {e}"),
+                        }
+                    }
+                    (ok, cancelled, refused)
+                })
+            })
+            .collect();
+        while submitted.load(std::sync::atomic::Ordering::SeqCst) < 3_000 {
+            std::thread::yield_now();
+        }
+        rt.runtime.shutdown().unwrap();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let ok: u64 = outcomes.iter().map(|o| o.0).sum();
+    assert!(ok >= 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| o.2 == 1), "every thread was eventually refused");
+    common::assert_validation_clean(&rt.runtime);
+}
+
+#[test]
 fn a_full_ring_pushes_back_until_jobs_complete() {
     let rt = TestRuntime::new(RuntimeConfig {
         ring_entries: 8,
