@@ -56,7 +56,10 @@ fn round_trip(c: &mut Criterion) {
     group.throughput(Throughput::Elements(batch));
     group.measurement_time(Duration::from_secs(3));
     group.bench_function("nop_256_in_flight_1_thread", |b| {
-        b.iter(|| throughput(&runtime, batch, 256, 1).expect("jobs"))
+        b.iter(|| throughput(&runtime, batch, 256, 1, 1).expect("jobs"))
+    });
+    group.bench_function("nop_256_in_flight_1_thread_batch_32", |b| {
+        b.iter(|| throughput(&runtime, batch, 256, 1, 32).expect("jobs"))
     });
     group.finish();
     runtime.shutdown().expect("shutdown");

@@ -112,22 +112,31 @@ pub fn ring_round_trip(runtime: &Runtime) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// Sustained no-op jobs per second: `threads` host threads, each keeping `in_flight` jobs
-/// outstanding, `jobs` jobs in all.
-pub fn throughput(runtime: &Runtime, jobs: u64, in_flight: usize, threads: usize) -> Result<f64> {
+/// Sustained no-op jobs per second: `threads` host threads, each keeping up to
+/// `in_flight` jobs outstanding and submitting `batch` jobs per call (1: `submit`, more:
+/// `submit_batch`), `jobs` jobs in all.
+pub fn throughput(runtime: &Runtime, jobs: u64, in_flight: usize, threads: usize, batch: usize) -> Result<f64> {
     let threads = threads.max(1);
+    let batch = batch.clamp(1, in_flight.max(1));
     let per_thread = jobs / threads as u64;
     let start = Instant::now();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(move || -> Result<()> {
-                    let mut window: VecDeque<JobHandle> = VecDeque::with_capacity(in_flight);
-                    for i in 0..per_thread {
-                        if window.len() >= in_flight.max(1) {
+                    let mut window: VecDeque<JobHandle> = VecDeque::with_capacity(in_flight + batch);
+                    let mut sent = 0u64;
+                    while sent < per_thread {
+                        let n = batch.min((per_thread - sent) as usize);
+                        while window.len() + n > in_flight.max(n) {
                             window.pop_front().expect("non-empty").wait()?;
                         }
-                        window.push_back(runtime.submit(Job::nop().with_tag(i))?);
+                        if n == 1 {
+                            window.push_back(runtime.submit(Job::nop().with_tag(sent))?);
+                        } else {
+                            window.extend(runtime.submit_batch((0..n as u64).map(|i| Job::nop().with_tag(sent + i)))?);
+                        }
+                        sent += n as u64;
                     }
                     window.into_iter().try_for_each(|h| h.wait().map(drop))
                 })
@@ -168,6 +177,8 @@ pub struct LatencyOptions {
     pub in_flight: usize,
     /// Host threads for the multi-threaded throughput measurement.
     pub threads: usize,
+    /// Jobs per `submit_batch` call in the batched measurements.
+    pub batch: usize,
     /// Idle-park relaunch samples.
     pub relaunch_samples: usize,
 }
@@ -183,9 +194,11 @@ pub struct RingReport {
     pub workgroups: u32,
     /// Ring round trips.
     pub round_trip: Summary,
-    /// Jobs/s, one host thread.
+    /// Jobs/s, one host thread, one `submit` per job.
     pub jobs_per_s_one_thread: f64,
-    /// Jobs/s, several host threads.
+    /// Jobs/s, one host thread, `submit_batch`.
+    pub jobs_per_s_batched: f64,
+    /// Jobs/s, several host threads, `submit_batch`.
     pub jobs_per_s_threads: f64,
     /// Round trips after an idle park.
     pub relaunch: Option<Summary>,
@@ -200,8 +213,9 @@ impl RingReport {
         let mut trips = (0..opts.iterations)
             .map(|_| ring_round_trip(runtime))
             .collect::<Result<Vec<_>>>()?;
-        let one = throughput(runtime, opts.jobs, opts.in_flight, 1)?;
-        let many = throughput(runtime, opts.jobs, opts.in_flight, opts.threads)?;
+        let one = throughput(runtime, opts.jobs, opts.in_flight, 1, 1)?;
+        let batched = throughput(runtime, opts.jobs, opts.in_flight, 1, opts.batch)?;
+        let many = throughput(runtime, opts.jobs, opts.in_flight, opts.threads, opts.batch)?;
         let relaunch = if opts.relaunch_samples > 0 {
             let mut samples = relaunch_after_park(runtime, opts.relaunch_samples, Duration::from_secs(30))?;
             Some(Summary::of(&mut samples))
@@ -214,13 +228,14 @@ impl RingReport {
             workgroups: runtime.info().workgroups,
             round_trip: Summary::of(&mut trips),
             jobs_per_s_one_thread: one,
+            jobs_per_s_batched: batched,
             jobs_per_s_threads: many,
             relaunch,
         })
     }
 
     /// The report as JSON.
-    pub fn to_json(&self, baseline: &Summary, threads: usize) -> serde_json::Value {
+    pub fn to_json(&self, baseline: &Summary, threads: usize, batch: usize) -> serde_json::Value {
         serde_json::json!({
             "cq_placement": format!("{:?}", self.cq_placement),
             "cq_memory": self.cq_memory,
@@ -228,6 +243,8 @@ impl RingReport {
             "round_trip": self.round_trip.to_json(),
             "speedup_p50_vs_submit_fence": ratio(baseline.p50, self.round_trip.p50),
             "jobs_per_s_1_thread": self.jobs_per_s_one_thread,
+            "batch": batch,
+            "jobs_per_s_1_thread_batched": self.jobs_per_s_batched,
             "host_threads": threads,
             "jobs_per_s_threads": self.jobs_per_s_threads,
             "relaunch_after_park": self.relaunch.map(|r| r.to_json()),

@@ -359,70 +359,88 @@ impl Runtime {
         )?)))
     }
 
-    /// Publishes `job`, waiting while the ring is full (up to the configured submit timeout).
+    /// Publishes `job`, waiting while the ring is full (up to `RuntimeConfig::submit_timeout`).
     pub fn submit(&self, job: Job) -> Result<JobHandle> {
-        self.submit_inner(job, Some(self.submit_timeout))
+        Ok(self.submit_jobs(vec![job], Some(self.submit_timeout))?.remove(0))
     }
 
     /// Publishes `job`, or fails at once with [`Error::RingFull`] when every entry is in flight.
     pub fn try_submit(&self, job: Job) -> Result<JobHandle> {
-        self.submit_inner(job, None)
+        Ok(self.submit_jobs(vec![job], None)?.remove(0))
     }
 
-    fn submit_inner(&self, job: Job, wait: Option<Duration>) -> Result<JobHandle> {
-        let cost = job.cost();
-        if cost > self.shared.max_cost {
-            return Err(Error::JobTooLarge {
-                cost: u64::from(cost),
-                limit: u64::from(self.shared.max_cost),
-            });
-        }
+    /// Publishes `jobs` in order, reserving runs of consecutive entries and sharing the
+    /// publication fences among each run (the fast path for many small jobs). Waits while
+    /// the ring is full, up to `RuntimeConfig::submit_timeout`. Nothing is published if a
+    /// job is refused; on a timeout, the jobs already published still run.
+    pub fn submit_batch(&self, jobs: impl IntoIterator<Item = Job>) -> Result<Vec<JobHandle>> {
+        self.submit_jobs(jobs.into_iter().collect(), Some(self.submit_timeout))
+    }
+
+    fn submit_jobs(&self, jobs: Vec<Job>, wait: Option<Duration>) -> Result<Vec<JobHandle>> {
         let shared = &self.shared;
+        for job in &jobs {
+            let cost = job.cost();
+            if cost > shared.max_cost {
+                return Err(Error::JobTooLarge {
+                    cost: u64::from(cost),
+                    limit: u64::from(shared.max_cost),
+                });
+            }
+        }
         if shared.lifecycle.load(Ordering::SeqCst) != OPEN {
             return Err(Error::ShutDown);
         }
         if let Some(failure) = shared.failure() {
             return Err(failure.error());
         }
-        let index = match shared.rings.try_reserve() {
-            Some(index) => index,
-            None => {
-                let Some(timeout) = wait else {
-                    return Err(Error::RingFull {
-                        capacity: shared.rings.entries(),
-                    });
+        let mut handles = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter();
+        let mut backoff: Option<Backoff> = None;
+        while jobs.len() > 0 {
+            let Some((first, count)) = shared.rings.try_reserve_run(jobs.len() as u32) else {
+                let full = Error::RingFull {
+                    capacity: shared.rings.entries(),
                 };
-                let mut waiter = Backoff::new(timeout);
-                loop {
-                    if let Some(index) = shared.rings.try_reserve() {
-                        break index;
-                    }
-                    if let Some(failure) = shared.failure() {
-                        return Err(failure.error());
-                    }
-                    if !waiter.snooze() {
-                        return Err(Error::RingFull {
-                            capacity: shared.rings.entries(),
-                        });
-                    }
+                let Some(timeout) = wait else {
+                    return Err(full);
+                };
+                if let Some(failure) = shared.failure() {
+                    return Err(failure.error());
                 }
+                if !backoff.get_or_insert_with(|| Backoff::new(timeout)).snooze() {
+                    return Err(full);
+                }
+                continue;
+            };
+            backoff = None;
+            let run: Vec<_> = jobs
+                .by_ref()
+                .take(count as usize)
+                .map(|job| {
+                    let mut entry = job.entry;
+                    entry.cost = job.cost();
+                    (entry, job.keep)
+                })
+                .collect();
+            for (k, (entry, _)) in run.iter().enumerate() {
+                let index = first.wrapping_add(k as u32);
+                handles.push(JobHandle {
+                    shared: shared.clone(),
+                    index,
+                    tag: entry.tag,
+                    consumed: false,
+                });
             }
-        };
-        let mut entry = job.entry;
-        entry.cost = cost;
-        shared.rings.publish(index, entry, job.keep);
-        // Dekker-style handshake with the supervisor, which stores kernel_running = false,
-        // fences, then checks for pending work: `publish` ended with a SeqCst fence after
-        // the seq word, so one of the two always sees the other.
-        if !shared.kernel_running.load(Ordering::SeqCst) {
-            shared.wake_supervisor();
+            shared.rings.publish(first, run.into_iter());
+            // Dekker-style handshake with the supervisor, which stores kernel_running = false,
+            // fences, then checks for pending work: `publish` ended with a SeqCst fence after
+            // the seq words, so one of the two always sees the other.
+            if !shared.kernel_running.load(Ordering::SeqCst) {
+                shared.wake_supervisor();
+            }
         }
-        Ok(JobHandle {
-            shared: shared.clone(),
-            index,
-            tag: entry.tag,
-            consumed: false,
-        })
+        Ok(handles)
     }
 
     /// Counters from the kernel and the supervisor.
@@ -637,10 +655,10 @@ fn self_test(
     let outcome = if !resident {
         Err("the kernel did not become resident".to_owned())
     } else {
-        let index = rings.try_reserve().expect("fresh ring has room");
+        let (index, _) = rings.try_reserve_run(1).expect("fresh ring has room");
         let ping = Job::echo([0x5049_4E47, 1, 2, 3]).with_tag(u64::MAX);
         let sent = Instant::now();
-        rings.publish(index, ping.entry, Vec::new());
+        rings.publish(index, std::iter::once((ping.entry, Vec::new())));
         let mut answer = None;
         while sent.elapsed() < Duration::from_secs(1) && answer.is_none() {
             answer = rings.take(index);

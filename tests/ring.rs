@@ -47,3 +47,36 @@ fn fill_copy_and_sum_compute_what_the_cpu_computes() {
     assert_eq!(filled[20..30], data[120..130]);
     rt.finish();
 }
+
+#[test]
+fn a_batch_larger_than_the_ring_is_published_in_order_in_runs() {
+    let rt = TestRuntime::new(megaring::RuntimeConfig {
+        ring_entries: 16,
+        ..config()
+    });
+    let handles = rt
+        .submit_batch((0..100u32).map(|i| Job::echo([i, i + 1, i + 2, i + 3]).with_tag(u64::from(i))))
+        .unwrap();
+    assert_eq!(handles.len(), 100);
+    assert!(
+        handles.windows(2).all(|w| w[1].index() == w[0].index() + 1),
+        "consecutive ring indices"
+    );
+    for (i, handle) in handles.into_iter().enumerate() {
+        let i = i as u32;
+        let done = handle.wait().unwrap();
+        assert_eq!((done.tag, done.results), (u64::from(i), [i, i + 1, i + 2, i + 3]));
+    }
+    // A refused job refuses the whole batch: nothing is published.
+    let buffer = rt.alloc_u32(64, Placement::DeviceShared).unwrap();
+    let bad = vec![Job::nop(), Job::fill(&buffer, 0..64, 1).unwrap(), Job::nop()];
+    let huge = rt.alloc_u32(64 * 60_000, Placement::DeviceShared).unwrap();
+    let mut batch = bad;
+    batch.push(Job::fill(&huge, 0..64 * 60_000, 1).unwrap());
+    assert!(matches!(
+        rt.submit_batch(batch),
+        Err(megaring::Error::JobTooLarge { .. })
+    ));
+    assert_eq!(buffer.read_u32(0, 1).unwrap(), [0], "no job of a refused batch ran");
+    rt.finish();
+}

@@ -53,6 +53,9 @@ enum BenchCommand {
         /// Host threads for the multi-threaded throughput run.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Jobs per `submit_batch` call in the batched runs.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
         /// Resident workgroups (default: per device).
         #[arg(long)]
         workgroups: Option<u32>,
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
                     jobs,
                     in_flight,
                     threads,
+                    batch,
                     workgroups,
                     cq,
                     relaunch_samples,
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
             jobs,
             in_flight,
             threads,
+            batch,
             workgroups,
             cq,
             relaunch_samples,
@@ -244,6 +249,7 @@ fn latency(
     jobs: Option<u64>,
     in_flight: usize,
     threads: usize,
+    batch: usize,
     workgroups: Option<u32>,
     cq: CqChoice,
     relaunch_samples: usize,
@@ -259,6 +265,7 @@ fn latency(
         jobs: jobs.unwrap_or(if lavapipe { 20_000 } else { 1_000_000 }),
         in_flight,
         threads,
+        batch,
         relaunch_samples,
     };
     if !json {
@@ -293,7 +300,7 @@ fn latency(
             "submit_fence": baseline.to_json(),
             "in_flight_per_thread": opts.in_flight,
             "rings": reports.iter().map(|(r, mode)| {
-                let mut v = r.to_json(&baseline, opts.threads);
+                let mut v = r.to_json(&baseline, opts.threads, opts.batch);
                 v["mode"] = serde_json::json!(format!("{mode:?}"));
                 v
             }).collect::<Vec<_>>(),
@@ -320,12 +327,16 @@ fn latency(
             bench::ratio(baseline.p50, r.round_trip.p50)
         );
         println!(
-            "  jobs/s, 1 host thread         {:>10.0}   ({} in flight)",
+            "  jobs/s, 1 host thread         {:>10.0}   (submit per job, {} in flight)",
             r.jobs_per_s_one_thread, opts.in_flight
         );
         println!(
-            "  jobs/s, {} host threads        {:>10.0}   ({} in flight each)",
-            opts.threads, r.jobs_per_s_threads, opts.in_flight
+            "  jobs/s, 1 host thread         {:>10.0}   (submit_batch of {}, {} in flight)",
+            r.jobs_per_s_batched, opts.batch, opts.in_flight
+        );
+        println!(
+            "  jobs/s, {} host threads        {:>10.0}   (submit_batch of {}, {} in flight each)",
+            opts.threads, r.jobs_per_s_threads, opts.batch, opts.in_flight
         );
         if let Some(relaunch) = r.relaunch {
             println!(

@@ -169,20 +169,24 @@ impl Rings {
         self.reserved() != self.load(ControlWord::SQ_HEAD)
     }
 
-    /// Reserves the next index if its slot is free: the slot's previous job has been
-    /// consumed, or has completed (its completion then moves to the overflow table).
-    pub(crate) fn try_reserve(&self) -> Option<u32> {
+    /// Reserves up to `want` consecutive indices whose slots are free; `None` when the
+    /// next slot is busy.
+    pub(crate) fn try_reserve_run(&self, want: u32) -> Option<(u32, u32)> {
         let mut tail = self.tail.0.load(Ordering::Relaxed);
         loop {
-            if !self.free_slot_for(tail) {
+            let mut count = 0;
+            while count < want && self.free_slot_for(tail.wrapping_add(count)) {
+                count += 1;
+            }
+            if count == 0 {
                 return None;
             }
             match self
                 .tail
                 .0
-                .compare_exchange_weak(tail, tail.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange_weak(tail, tail.wrapping_add(count), Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return Some(tail),
+                Ok(_) => return Some((tail, count)),
                 Err(current) => tail = current,
             }
         }
@@ -229,24 +233,30 @@ impl Rings {
         self.overflow.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publishes `entry` at the reserved `index`: payload first, then `seq`.
-    pub(crate) fn publish(&self, index: u32, mut entry: SqEntry, keep: Vec<Arc<Buffer>>) {
-        let slot_no = index & (self.entries - 1);
-        if !keep.is_empty() {
-            *self.slots[slot_no as usize]
-                .keep
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = keep;
+    /// Publishes `entries` at the reserved indices `first..`: every payload first, one
+    /// fence, then every seq word, and one more fence to push them out. Batching shares
+    /// the two fences (which drain write-combining buffers across PCIe) among the jobs.
+    pub(crate) fn publish(&self, first: u32, entries: impl ExactSizeIterator<Item = (SqEntry, Vec<Arc<Buffer>>)>) {
+        let count = entries.len() as u32;
+        for (k, (mut entry, keep)) in entries.enumerate() {
+            let index = first.wrapping_add(k as u32);
+            if !keep.is_empty() {
+                *self.slot(index).keep.lock().unwrap_or_else(|p| p.into_inner()) = keep;
+            }
+            entry.seq = 0;
+            let offset = (index & (self.entries - 1)) as usize * std::mem::size_of::<SqEntry>();
+            self.sq
+                .write_bytes(offset as u64, &bytemuck::bytes_of(&entry)[..SQ_SEQ_OFFSET]);
         }
-        entry.seq = 0;
-        let offset = slot_no as usize * std::mem::size_of::<SqEntry>();
-        self.sq
-            .write_bytes(offset as u64, &bytemuck::bytes_of(&entry)[..SQ_SEQ_OFFSET]);
-        // Order the payload before the seq word, also for write-combined (BAR) mappings:
+        // Order the payloads before the seq words, also for write-combined (BAR) mappings:
         // on x86 this is an mfence, which drains write-combining buffers.
         fence(Ordering::SeqCst);
-        Self::word(&self.sq, offset + SQ_SEQ_OFFSET).store(index.wrapping_add(1), Ordering::Release);
-        // Push the seq word out now rather than when the write-combining buffer fills.
+        for k in 0..count {
+            let index = first.wrapping_add(k);
+            let offset = (index & (self.entries - 1)) as usize * std::mem::size_of::<SqEntry>();
+            Self::word(&self.sq, offset + SQ_SEQ_OFFSET).store(index.wrapping_add(1), Ordering::Release);
+        }
+        // Push the seq words out now rather than when the write-combining buffer fills.
         fence(Ordering::SeqCst);
     }
 
