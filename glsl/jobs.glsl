@@ -12,14 +12,15 @@ layout(buffer_reference, std430, buffer_reference_align = 4) buffer U32Ref {
     uint v[];
 };
 
-shared uint64_t s_reduce[WORKGROUP_SIZE];
+shared uint64_t s_reduce[MAX_LANES];
 
-// Wrapping 64-bit workgroup sum; every lane must call it. WORKGROUP_SIZE_LOG2 iterations.
+// Wrapping 64-bit workgroup sum; every lane must call it. log2(lanes) <= MAX_LANES_LOG2
+// iterations.
 uint64_t workgroup_sum(uint64_t value) {
     uint lane = gl_LocalInvocationID.x;
     s_reduce[lane] = value;
     barrier();
-    for (uint stride = WORKGROUP_SIZE / 2u; stride > 0u; stride >>= 1u) {
+    for (uint stride = gl_WorkGroupSize.x / 2u; stride > 0u; stride >>= 1u) {
         if (lane < stride) {
             s_reduce[lane] += s_reduce[lane + stride];
         }
@@ -41,19 +42,19 @@ void run_job(SqEntry job, out uint status, out uvec4 results) {
         results = uvec4(job.arg0, job.arg1, job.arg2, job.arg3);
     } else if (job.kind == JOB_FILL) {
         U32Ref dst = U32Ref(job.buf0);
-        for (uint i = lane; i < job.len; i += WORKGROUP_SIZE) {
+        for (uint i = lane; i < job.len; i += gl_WorkGroupSize.x) {
             dst.v[i] = job.arg0;
         }
     } else if (job.kind == JOB_COPY) {
         U32Ref src = U32Ref(job.buf0);
         U32Ref dst = U32Ref(job.buf1);
-        for (uint i = lane; i < job.len; i += WORKGROUP_SIZE) {
+        for (uint i = lane; i < job.len; i += gl_WorkGroupSize.x) {
             dst.v[i] = src.v[i];
         }
     } else if (job.kind == JOB_SUM_U32) {
         U32Ref src = U32Ref(job.buf0);
         uint64_t acc = 0ul;
-        for (uint i = lane; i < job.len; i += WORKGROUP_SIZE) {
+        for (uint i = lane; i < job.len; i += gl_WorkGroupSize.x) {
             acc += uint64_t(src.v[i]);
         }
         uint64_t total = workgroup_sum(acc);

@@ -6,7 +6,8 @@
 
 #include "jobs.glsl"
 
-layout(local_size_x = WORKGROUP_SIZE, local_size_y = 1, local_size_z = 1) in;
+// Lanes per workgroup: specialization constant LANES_CONSTANT_ID (ids must be literals).
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
 // s_action: ACT_IDLE, ACT_RUN (run s_job, ring index s_index), or EXIT_ACTION + EXIT_*.
 const uint ACT_IDLE = 0u;

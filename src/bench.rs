@@ -71,7 +71,7 @@ impl SubmitBaseline {
     /// Builds the baseline on `ctx` (use a context of its own: a resident megakernel
     /// would occupy the queue it submits to).
     pub fn new(ctx: &Arc<Context>) -> Result<Self> {
-        let pipeline = ComputePipeline::new(ctx, crate::shaders::PING, 16)?;
+        let pipeline = ComputePipeline::new(ctx, crate::shaders::PING, 16, &[])?;
         let word = Buffer::new(ctx, "ping word", 4, Placement::DeviceShared)?;
         let mut dispatcher = Dispatcher::new(ctx)?;
         let mut push = [0u8; 16];

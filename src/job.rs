@@ -149,14 +149,17 @@ impl Job {
         self.entry.tag
     }
 
-    /// Loop iterations the job costs one lane of the kernel (see `glsl/jobs.glsl`).
-    pub fn cost(&self) -> u32 {
+    /// Loop iterations the job costs one lane of a kernel with `lanes` lanes per workgroup
+    /// (see `glsl/jobs.glsl`).
+    pub fn cost(&self, lanes: u32) -> u32 {
         let e = &self.entry;
-        let strided = e.len.div_ceil(layout::WORKGROUP_SIZE);
+        let lanes = lanes.clamp(1, layout::MAX_LANES);
+        let step = layout::ITERATIONS_PER_STEP * (layout::MAX_LANES / lanes);
+        let strided = e.len.div_ceil(lanes).saturating_mul(step);
         match e.kind {
             layout::JOB_FILL | layout::JOB_COPY => strided,
-            // The reduction loop runs log2(WORKGROUP_SIZE) times, plus its exit test.
-            layout::JOB_SUM_U32 => strided + layout::WORKGROUP_SIZE_LOG2 + 1,
+            // The reduction loop runs log2(lanes) <= MAX_LANES_LOG2 times, plus its exit test.
+            layout::JOB_SUM_U32 => strided.saturating_add(step * (layout::MAX_LANES_LOG2 + 1)),
             _ => 0,
         }
     }

@@ -13,10 +13,15 @@ shared_constants! {
     MAGIC = 0x4D47_5247;
     /// Protocol version; bump on any layout or semantic change.
     PROTOCOL_VERSION = 1;
-    /// Lanes per workgroup of the megakernel.
-    WORKGROUP_SIZE = 64;
-    /// log2(WORKGROUP_SIZE): iterations of the workgroup reduction loop.
-    WORKGROUP_SIZE_LOG2 = 6;
+    /// Most lanes per workgroup of the megakernel (its shared arrays are this long). The
+    /// lanes a runtime uses (a power of two up to this) are a specialization constant:
+    /// 64 on GPUs, 8 on lavapipe, where one 8-lane SIMD chunk needs no coroutine switch
+    /// at a barrier (64 lanes made one idle pass take about 9.6 us there).
+    MAX_LANES = 64;
+    /// log2(MAX_LANES): most iterations of the workgroup reduction loop.
+    MAX_LANES_LOG2 = 6;
+    /// Specialization-constant id of the lane count (`local_size_x_id`).
+    LANES_CONSTANT_ID = 0;
     /// Loop iterations an epoch keeps in reserve for its own exit path.
     EPOCH_RESERVE = 64;
     /// Most consecutive published jobs one workgroup claims with a single CAS.
@@ -25,6 +30,11 @@ shared_constants! {
     /// counted 8 per idle pass (its silent cut came after 8,194 passes); 10 keeps a margin.
     /// See docs/protocol.md, "Epochs".
     ITERATIONS_PER_PASS = 10;
+    /// Loop iterations charged per iteration of a job's strided element loop with
+    /// MAX_LANES lanes; with fewer lanes the host charges MAX_LANES / lanes times as much.
+    /// lavapipe counted about 1 per step with 64 lanes and about 8 with 8 lanes (an
+    /// 8,000-step fill was cut); 2 keeps a margin.
+    ITERATIONS_PER_STEP = 2;
     /// Loop iterations charged per claimed job beyond the job's own cost (claim-loop step,
     /// job-loop step, completion). lavapipe counted about 5.7; 8 keeps a margin.
     ITERATIONS_PER_JOB = 8;

@@ -47,6 +47,8 @@ pub struct RuntimeConfig {
     pub ring_entries: u32,
     /// Resident workgroups; `None` picks per device (1 on lavapipe, 32 elsewhere).
     pub workgroups: Option<u32>,
+    /// Lanes per workgroup, a power of two up to 64; `None` picks 8 on lavapipe, 64 elsewhere.
+    pub lanes: Option<u32>,
     /// Loop iterations one invocation may run per epoch; `None` picks per device
     /// (60,000 on lavapipe, which cuts loops at 65,535; 2^24 elsewhere).
     pub epoch_budget: Option<u32>,
@@ -70,6 +72,7 @@ impl Default for RuntimeConfig {
             validation: std::env::var("MEGARING_VALIDATION").is_ok_and(|v| v == "1"),
             ring_entries: 1024,
             workgroups: None,
+            lanes: None,
             epoch_budget: None,
             idle_polls: None,
             cq_placement: Placement::HostCached,
@@ -91,6 +94,8 @@ pub struct RuntimeInfo {
     pub self_test: std::result::Result<Duration, String>,
     /// Resident workgroups per launch.
     pub workgroups: u32,
+    /// Lanes per workgroup.
+    pub lanes: u32,
     /// Loop iterations per invocation per epoch.
     pub epoch_budget: u32,
     /// Empty polls before parking.
@@ -146,6 +151,7 @@ struct Shared {
     cancelled: AtomicU32,
     lost: AtomicU32,
     max_cost: u32,
+    lanes: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -231,6 +237,13 @@ impl Runtime {
                 caps.max_workgroups
             )));
         }
+        let lanes = config.lanes.unwrap_or(if caps.lavapipe { 8 } else { 64 });
+        if !lanes.is_power_of_two() || lanes > layout::MAX_LANES {
+            return Err(Error::InvalidConfig(format!(
+                "lanes = {lanes}; use a power of two up to {}",
+                layout::MAX_LANES
+            )));
+        }
         let epoch_budget = config
             .epoch_budget
             .unwrap_or(if caps.lavapipe { 60_000 } else { 1 << 24 });
@@ -255,6 +268,7 @@ impl Runtime {
             &ctx,
             crate::shaders::MEGAKERNEL,
             std::mem::size_of::<LaunchParams>() as u32,
+            &[(layout::LANES_CONSTANT_ID, lanes)],
         )?;
         let mut dispatcher = Dispatcher::new(&ctx)?;
         let shared = Arc::new(Shared {
@@ -269,6 +283,7 @@ impl Runtime {
             launches: AtomicU64::new(0),
             cancelled: AtomicU32::new(0),
             lost: AtomicU32::new(0),
+            lanes,
             max_cost: epoch_budget
                 - layout::EPOCH_RESERVE
                 - layout::ITERATIONS_PER_PASS
@@ -311,6 +326,7 @@ impl Runtime {
             mode,
             self_test,
             workgroups,
+            lanes,
             epoch_budget,
             idle_polls: params.idle_limit,
             ring_entries: config.ring_entries,
@@ -380,7 +396,7 @@ impl Runtime {
     fn submit_jobs(&self, jobs: Vec<Job>, wait: Option<Duration>) -> Result<Vec<JobHandle>> {
         let shared = &self.shared;
         for job in &jobs {
-            let cost = job.cost();
+            let cost = job.cost(shared.lanes);
             if cost > shared.max_cost {
                 return Err(Error::JobTooLarge {
                     cost: u64::from(cost),
@@ -419,7 +435,7 @@ impl Runtime {
                 .take(count as usize)
                 .map(|job| {
                     let mut entry = job.entry;
-                    entry.cost = job.cost();
+                    entry.cost = job.cost(shared.lanes);
                     (entry, job.keep)
                 })
                 .collect();

@@ -125,10 +125,11 @@ fn shutdown_with_jobs_in_flight_completes_or_cancels_each_one() {
         ring_entries: 4096,
         ..config()
     });
-    let buffer = rt.alloc_u32(1 << 16, Placement::DeviceShared).unwrap();
+    let n = u64::from(rt.info().lanes) * 1_000;
+    let buffer = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
     let handles: Vec<JobHandle> = (0..4_000u64)
         .map(|i| {
-            rt.submit(Job::fill(&buffer, 0..1 << 16, i as u32).unwrap().with_tag(i))
+            rt.submit(Job::fill(&buffer, 0..n, i as u32).unwrap().with_tag(i))
                 .unwrap()
         })
         .collect();
@@ -212,7 +213,7 @@ fn a_full_ring_pushes_back_until_jobs_complete() {
     });
     // Eight fills that each take the kernel milliseconds: the ninth job finds no free
     // entry, because capacity counts jobs still on the device.
-    let n = 64 * 50_000;
+    let n = u64::from(rt.info().lanes) * 3_000;
     let buffer = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
     let fills: Vec<JobHandle> = (0..8)
         .map(|i| rt.try_submit(Job::fill(&buffer, 0..n, i).unwrap()).unwrap())
@@ -260,9 +261,10 @@ fn bad_jobs_are_refused_on_the_host_with_a_reason() {
         Err(Error::OutOfRange { .. })
     ));
     assert!(matches!(buffer.write_u32(1020, &[0; 5]), Err(Error::OutOfRange { .. })));
-    // One lavapipe epoch allows 60,000 iterations; a fill of 64 * 60,000 elements needs more.
-    let huge = rt.alloc_u32(64 * 60_000, Placement::DeviceShared).unwrap();
-    match rt.submit(Job::fill(&huge, 0..64 * 60_000, 1).unwrap()) {
+    // One lavapipe epoch allows 60,000 iterations; 30,000 steps of 64 elements need more.
+    let n = 30_000 * 64;
+    let huge = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
+    match rt.submit(Job::fill(&huge, 0..n, 1).unwrap()) {
         Err(e @ Error::JobTooLarge { .. }) => assert!(e.to_string().contains("split it")),
         other => panic!("expected JobTooLarge, got {:?}", other.map(|h| h.tag())),
     }
@@ -272,7 +274,9 @@ fn bad_jobs_are_refused_on_the_host_with_a_reason() {
 #[test]
 fn wait_timeout_reports_a_timeout_and_the_handle_stays_usable() {
     let rt = TestRuntime::new(config());
-    let n = 64 * 50_000;
+    // 3,000 strided steps per lane, near the largest fill one lavapipe epoch takes (48,000
+    // iterations charged at 8 lanes): milliseconds of kernel time.
+    let n = u64::from(rt.info().lanes) * 3_000;
     let buffer = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
     let mut handle = rt.submit(Job::fill(&buffer, 0..n, 3).unwrap()).unwrap();
     assert!(matches!(handle.wait_timeout(Duration::ZERO), Err(Error::Timeout(_))));

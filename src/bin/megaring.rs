@@ -228,11 +228,7 @@ fn info(config: RuntimeConfig, json: bool) -> megaring::Result<()> {
                 " (one resident kernel per epoch)"
             }
         );
-        println!(
-            "Resident workgroups: {} x {} lanes",
-            i.workgroups,
-            megaring::ring::layout::WORKGROUP_SIZE
-        );
+        println!("Resident workgroups: {} x {} lanes", i.workgroups, i.lanes);
         println!(
             "Epoch budget: {} loop iterations per invocation; park after {} empty polls",
             i.epoch_budget, i.idle_polls

@@ -19,8 +19,9 @@ pub struct ComputePipeline {
 }
 
 impl ComputePipeline {
-    /// Builds a pipeline from `spirv` whose push-constant block is `push_size` bytes.
-    pub fn new(ctx: &Arc<Context>, spirv: &[u32], push_size: u32) -> Result<Self> {
+    /// Builds a pipeline from `spirv` whose push-constant block is `push_size` bytes, with
+    /// u32 specialization constants given as `(constant id, value)`.
+    pub fn new(ctx: &Arc<Context>, spirv: &[u32], push_size: u32, constants: &[(u32, u32)]) -> Result<Self> {
         let device = &ctx.device;
         let mut this = ComputePipeline {
             ctx: ctx.clone(),
@@ -44,10 +45,22 @@ impl ComputePipeline {
             )
         }
         .map_err(Error::vk("vkCreatePipelineLayout"))?;
+        let entries: Vec<vk::SpecializationMapEntry> = constants
+            .iter()
+            .enumerate()
+            .map(|(i, &(id, _))| vk::SpecializationMapEntry {
+                constant_id: id,
+                offset: 4 * i as u32,
+                size: 4,
+            })
+            .collect();
+        let data: Vec<u8> = constants.iter().flat_map(|&(_, value)| value.to_ne_bytes()).collect();
+        let specialization = vk::SpecializationInfo::default().map_entries(&entries).data(&data);
         let stage = vk::PipelineShaderStageCreateInfo::default()
             .stage(vk::ShaderStageFlags::COMPUTE)
             .module(this.module)
-            .name(c"main");
+            .name(c"main")
+            .specialization_info(&specialization);
         let info = [vk::ComputePipelineCreateInfo::default()
             .stage(stage)
             .layout(this.layout)];
