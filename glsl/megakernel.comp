@@ -50,7 +50,7 @@ void main() {
             }
             if (next == claimed) {
                 // Nothing left of the last claim: leave, or claim more.
-                if (atomicAdd(ctl.c.shutdown, 0u) != 0u) {
+                if (LOAD_RELAXED(ctl.c.shutdown) != 0u) {
                     exit_reason = EXIT_SHUTDOWN;
                 } else if (used + ITERATIONS_PER_PASS + ITERATIONS_PER_JOB + EPOCH_RESERVE >= launch.p.budget) {
                     exit_reason = EXIT_BUDGET;

@@ -2,18 +2,25 @@
 // the generated protocol.glsl; this file only says how the kernel reads and writes them.
 //
 // Memory-ordering rules (DESIGN.md §2.1, §2.3):
-// - every word the host may change while the kernel runs is read with an atomic, so the
-//   read is never hoisted out of a loop;
+// - every word the host may change while the kernel runs is read with an atomic load, so
+//   the read is never hoisted out of a loop (lavapipe hoisted volatile loads); a load, not
+//   an atomicAdd(x, 0): read-modify-writes by every workgroup on the control block's line
+//   contend with the claims' CAS;
 // - an SQ entry is claimed only after its seq word shows it published, by CAS on sq_head;
 // - a completion's payload is written before its seq word, with a buffer barrier between.
 #ifndef MEGARING_RING_GLSL
 #define MEGARING_RING_GLSL
 
 #extension GL_EXT_buffer_reference : require
+#extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
 #extension GL_EXT_control_flow_attributes : require
 
 #include "protocol.glsl"
+
+// Relaxed device-scope atomic load of a word the host or other workgroups write: a load,
+// never hoisted out of the polling loop, and no read-modify-write on a hot line.
+#define LOAD_RELAXED(word) atomicLoad(word, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed)
 
 layout(buffer_reference, std430, buffer_reference_align = 16) coherent buffer ControlRef {
     ControlBlock c;
@@ -38,7 +45,7 @@ layout(push_constant) uniform Launch {
 // race, or no budget; `no_budget` tells the last apart). Single exit on purpose: an
 // early return is inlined as a one-pass loop, which lavapipe counts as a loop iteration.
 uint ring_claim(ControlRef ctl_ref, SqRef sq, uint used, out uint first, out bool no_budget) {
-    uint head = atomicAdd(ctl_ref.c.sq_head, 0u);
+    uint head = LOAD_RELAXED(ctl_ref.c.sq_head);
     uint count = 0u;
     uint64_t total = uint64_t(used) + uint64_t(EPOCH_RESERVE);
     bool open = true;
@@ -49,10 +56,10 @@ uint ring_claim(ControlRef ctl_ref, SqRef sq, uint used, out uint first, out boo
             continue;
         }
         uint slot = (head + k) & launch.p.ring_mask;
-        if (atomicAdd(sq.e[slot].seq, 0u) != head + k + 1u) {
+        if (LOAD_RELAXED(sq.e[slot].seq) != head + k + 1u) {
             open = false;
         } else {
-            memoryBarrierBuffer();
+            memoryBarrierBuffer(); // the payload is read after its seq word
             // Costs are host-computed and bounded at submit; the check keeps the promise
             // that a job starts only when it can finish inside this epoch.
             // Each claimed job runs in a pass of its own.

@@ -244,9 +244,8 @@ impl Runtime {
                 layout::MAX_LANES
             )));
         }
-        let epoch_budget = config
-            .epoch_budget
-            .unwrap_or(if caps.lavapipe { 60_000 } else { 1 << 24 });
+        let default_budget = if caps.lavapipe { 60_000 } else { 1 << 24 };
+        let epoch_budget = config.epoch_budget.unwrap_or(default_budget);
         let min_budget = 2 * (layout::EPOCH_RESERVE + layout::ITERATIONS_PER_PASS + layout::ITERATIONS_PER_JOB);
         if epoch_budget < min_budget || (caps.lavapipe && epoch_budget > 65_535) {
             return Err(Error::InvalidConfig(format!(
@@ -254,7 +253,9 @@ impl Runtime {
                 if caps.lavapipe { 65_535 } else { u32::MAX }
             )));
         }
-        let idle_default = if caps.lavapipe { 20_000 } else { 1 << 20 };
+        // About 2,000 idle passes (milliseconds) on lavapipe, where a spinning kernel holds
+        // one of the machine's cores; about a second on a GPU.
+        let idle_default = if caps.lavapipe { 2_000 } else { 1 << 20 };
         let idle_polls = config.idle_polls.unwrap_or(idle_default).min(epoch_budget);
 
         let rings = Rings::new(&ctx, config.ring_entries, config.cq_placement)?;
@@ -303,7 +304,15 @@ impl Runtime {
         let self_test = if config.mode == ModeRequest::Batch {
             Err("not run: batch mode requested".to_owned())
         } else {
-            dispatcher.record(&pipeline, bytemuck::bytes_of(&params), workgroups)?;
+            // The self-test runs with the device's default budget and idle limit, whatever
+            // the configuration: a tiny budget would let the kernel finish before the host
+            // sees it resident, and the runtime would fall back to batch mode for nothing.
+            let probe = LaunchParams {
+                budget: default_budget,
+                idle_limit: default_budget,
+                ..params
+            };
+            dispatcher.record(&pipeline, bytemuck::bytes_of(&probe), workgroups)?;
             self_test(&shared, &mut dispatcher, config.hang_timeout)?
         };
         let mode = match (&self_test, config.mode) {

@@ -71,6 +71,7 @@ fn hundred_thousand_jobs_from_four_threads_survive_tiny_epochs() {
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len() as u64, threads * per_thread, "two jobs shared a ring index");
+    assert_eq!(rt.info().mode, Mode::Persistent, "self-test: {:?}", rt.info().self_test);
     let stats = rt.stats();
     assert_eq!(
         u64::from(stats.jobs_done),
