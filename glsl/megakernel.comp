@@ -12,6 +12,8 @@ layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 // s_action: ACT_IDLE, ACT_RUN (run s_job, ring index s_index), or EXIT_ACTION + EXIT_*.
 const uint ACT_IDLE = 0u;
 const uint ACT_RUN = 1u;
+// ACT_RUN for the last job of a claim: its completion publishes the whole claim.
+const uint ACT_RUN_LAST = 2u;
 const uint EXIT_ACTION = 0x100u;
 
 shared uint s_action;
@@ -73,7 +75,7 @@ void main() {
             }
             if (next < claimed) {
                 // A claimed entry stays intact until its completion frees the slot.
-                action = ACT_RUN;
+                action = next + 1u == claimed ? ACT_RUN_LAST : ACT_RUN;
                 s_index = first + next;
                 s_job = sq.e[(first + next) & launch.p.ring_mask];
             }
@@ -84,19 +86,27 @@ void main() {
         if (action >= EXIT_ACTION) {
             break;
         }
-        if (action == ACT_RUN) {
+        if (action != ACT_IDLE) {
             SqEntry job = s_job;
+            uint index = s_index;
             uint status;
             uvec4 results;
             run_job(job, status, results);
             used += ITERATIONS_PER_JOB + job.cost;
-            // Every lane's writes are done and visible before the completion is posted.
-            memoryBarrierBuffer();
+            // The completions of a claim are published together, after its last job: one
+            // buffer barrier per lane per claim, not per job (each barrier waits for the
+            // lane's outstanding writes, which to host memory cross PCIe).
+            if (action == ACT_RUN_LAST) {
+                memoryBarrierBuffer();
+            }
             barrier();
             if (leader) {
-                ring_complete(cq, s_index, job.tag, status, results);
+                ring_write_completion(cq, index, job.tag, status, results);
                 jobs_done += 1u;
                 next += 1u;
+                if (action == ACT_RUN_LAST) {
+                    ring_publish_completions(cq, first, claimed);
+                }
             }
         }
         barrier();

@@ -79,11 +79,10 @@ uint ring_claim(ControlRef ctl_ref, SqRef sq, uint used, out uint first, out boo
     return count;
 }
 
-// Publishes the completion of job `index`: payload first, then a buffer barrier, then the
-// seq word. The seq word is a plain store, not an atomic: completions may live in host
-// memory, where an atomic is a non-posted PCIe round trip (it capped the H100 at about
-// 1.4 M jobs/s); the barrier keeps the payload ahead of it.
-void ring_complete(CqRef cq, uint index, uint64_t tag, uint status, uvec4 results) {
+// Writes the payload of job `index`'s completion; `ring_publish_completions` makes it
+// visible. Completions may live in host memory, where an atomic would be a non-posted
+// PCIe round trip, so the seq words are plain stores behind a buffer barrier.
+void ring_write_completion(CqRef cq, uint index, uint64_t tag, uint status, uvec4 results) {
     uint slot = index & launch.p.ring_mask;
     cq.e[slot].tag = tag;
     cq.e[slot].result0 = results.x;
@@ -91,8 +90,17 @@ void ring_complete(CqRef cq, uint index, uint64_t tag, uint status, uvec4 result
     cq.e[slot].result2 = results.z;
     cq.e[slot].result3 = results.w;
     cq.e[slot].status = status;
+}
+
+// Publishes the completions of jobs `first .. first + count` (one claim): one buffer
+// barrier orders every payload before the seq words. Unrolled (see ring_claim).
+void ring_publish_completions(CqRef cq, uint first, uint count) {
     memoryBarrierBuffer();
-    cq.e[slot].seq = index + 1u;
+    [[unroll]] for (uint k = 0u; k < CLAIM_BATCH; k++) {
+        if (k < count) {
+            cq.e[(first + k) & launch.p.ring_mask].seq = first + k + 1u;
+        }
+    }
 }
 
 #endif
