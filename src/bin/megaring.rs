@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use megaring::bench::{self, LatencyOptions, RingReport};
 use megaring::vk::{list_devices, Context};
 use megaring::{Placement, Runtime, RuntimeConfig};
@@ -40,35 +40,39 @@ enum Command {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Ring round trip vs vkQueueSubmit + fence, jobs/s, and relaunch after an idle park.
-    Latency {
-        /// Round trips per measurement (default: 2,000 on lavapipe, 20,000 elsewhere).
-        #[arg(long)]
-        iterations: Option<usize>,
-        /// Jobs per throughput measurement (default: 20,000 on lavapipe, 1,000,000 elsewhere).
-        #[arg(long)]
-        jobs: Option<u64>,
-        /// Jobs each host thread keeps in flight.
-        #[arg(long, default_value_t = 256)]
-        in_flight: usize,
-        /// Host threads for the multi-threaded throughput run.
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
-        /// Jobs per `submit_batch` call in the batched runs.
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        /// Resident workgroups (default: per device).
-        #[arg(long)]
-        workgroups: Option<u32>,
-        /// Where completion entries live.
-        #[arg(long, value_enum, default_value_t = CqChoice::Both)]
-        cq: CqChoice,
-        /// Relaunch-after-park samples (0 to skip).
-        #[arg(long, default_value_t = 20)]
-        relaunch_samples: usize,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Latency(LatencyArgs),
+}
+
+/// Options of `megaring bench latency`.
+#[derive(Args)]
+struct LatencyArgs {
+    /// Round trips per measurement (default: 2,000 on lavapipe, 20,000 elsewhere).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Jobs per throughput measurement (default: 20,000 on lavapipe, 1,000,000 elsewhere).
+    #[arg(long)]
+    jobs: Option<u64>,
+    /// Jobs each host thread keeps in flight.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Host threads for the multi-threaded throughput run.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Jobs per `submit_batch` call in the batched runs.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Resident workgroups (default: per device).
+    #[arg(long)]
+    workgroups: Option<u32>,
+    /// Where completion entries live.
+    #[arg(long, value_enum, default_value_t = CqChoice::Both)]
+    cq: CqChoice,
+    /// Relaunch-after-park samples (0 to skip).
+    #[arg(long, default_value_t = 20)]
+    relaunch_samples: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,30 +97,8 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Info { json } => info(config, json),
         Command::Bench {
-            what:
-                BenchCommand::Latency {
-                    iterations,
-                    jobs,
-                    in_flight,
-                    threads,
-                    batch,
-                    workgroups,
-                    cq,
-                    relaunch_samples,
-                    json,
-                },
-        } => latency(
-            config,
-            iterations,
-            jobs,
-            in_flight,
-            threads,
-            batch,
-            workgroups,
-            cq,
-            relaunch_samples,
-            json,
-        ),
+            what: BenchCommand::Latency(args),
+        } => latency(config, args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -238,33 +220,21 @@ fn info(config: RuntimeConfig, json: bool) -> megaring::Result<()> {
     runtime.shutdown()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn latency(
-    config: RuntimeConfig,
-    iterations: Option<usize>,
-    jobs: Option<u64>,
-    in_flight: usize,
-    threads: usize,
-    batch: usize,
-    workgroups: Option<u32>,
-    cq: CqChoice,
-    relaunch_samples: usize,
-    json: bool,
-) -> megaring::Result<()> {
+fn latency(config: RuntimeConfig, args: LatencyArgs) -> megaring::Result<()> {
     // The baseline runs first, on a device context of its own: a resident megakernel
     // would hold the queue it submits to.
     let ctx = Arc::new(Context::new(&config.device, config.validation)?);
     let lavapipe = ctx.caps().lavapipe;
     let device = ctx.caps().name.clone();
     let opts = LatencyOptions {
-        iterations: iterations.unwrap_or(if lavapipe { 2_000 } else { 20_000 }),
-        jobs: jobs.unwrap_or(if lavapipe { 20_000 } else { 1_000_000 }),
-        in_flight,
-        threads,
-        batch,
-        relaunch_samples,
+        iterations: args.iterations.unwrap_or(if lavapipe { 2_000 } else { 20_000 }),
+        jobs: args.jobs.unwrap_or(if lavapipe { 20_000 } else { 1_000_000 }),
+        in_flight: args.in_flight,
+        threads: args.threads,
+        batch: args.batch,
+        relaunch_samples: args.relaunch_samples,
     };
-    if !json {
+    if !args.json {
         eprintln!(
             "device: {device}; measuring vkQueueSubmit + fence ({} round trips)...",
             opts.iterations
@@ -272,25 +242,25 @@ fn latency(
     }
     let baseline = bench::submit_fence_baseline(&ctx, opts.iterations)?;
     drop(ctx);
-    let placements = match cq {
+    let placements = match args.cq {
         CqChoice::Device => vec![Placement::DeviceShared],
         CqChoice::Host => vec![Placement::HostCached],
         CqChoice::Both => vec![Placement::DeviceShared, Placement::HostCached],
     };
     let mut reports = Vec::new();
     for placement in placements {
-        if !json {
+        if !args.json {
             eprintln!("measuring the ring with completions in {placement:?} memory...");
         }
         let runtime = Runtime::new(RuntimeConfig {
             cq_placement: placement,
-            workgroups,
+            workgroups: args.workgroups,
             ..config.clone()
         })?;
         reports.push((RingReport::measure(&runtime, placement, &opts)?, runtime.info().mode));
         runtime.shutdown()?;
     }
-    if json {
+    if args.json {
         let value = serde_json::json!({
             "device": device,
             "submit_fence": baseline.to_json(),
