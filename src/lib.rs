@@ -21,6 +21,7 @@ mod job;
 pub mod ring;
 mod runtime;
 pub mod vk;
+pub mod vm;
 
 /// SPIR-V of the shaders in `glsl/`, compiled by `build.rs`.
 pub mod shaders {

@@ -49,8 +49,11 @@ shared_constants! {
     JOB_COPY = 3;
     /// Job kind: wrapping 64-bit sum of `buf0[0..len]` (u32 elements) into result0 (low), result1 (high).
     JOB_SUM_U32 = 4;
+    /// Job kind: run a verified bytecode program (`vm`): buf0 = program, buf1 = buffer
+    /// table, len = grid (elements), arg0..arg3 = arguments, fuel = instructions per lane.
+    JOB_VM = 5;
     /// Number of job kinds; kinds at or above this are rejected by the kernel.
-    JOB_KIND_COUNT = 5;
+    JOB_KIND_COUNT = 6;
 
     /// Completion status: the job ran to completion.
     STATUS_OK = 0;
@@ -61,6 +64,181 @@ shared_constants! {
     /// Completion status (posted by the host): a workgroup claimed the job, then the
     /// driver cut the kernel's loop before it completed (epoch budget too high).
     STATUS_LOST = 3;
+    /// VM fault: a lane ran out of fuel (instruction budget). result0 = instruction index,
+    /// result1 = lane, for every fault below too.
+    STATUS_FAULT_FUEL = 16;
+    /// VM fault: a load, store or atomic outside its buffer. result2 = the element index.
+    STATUS_FAULT_OUT_OF_RANGE = 17;
+    /// VM fault: integer division or remainder by zero.
+    STATUS_FAULT_DIVIDE_BY_ZERO = 18;
+    /// VM fault: an instruction the verifier should have refused (corrupt program).
+    STATUS_FAULT_BAD_INSTRUCTION = 19;
+    /// VM fault: lanes that had not halted reached different reductions (or one lane a
+    /// reduction while another halted is fine; different reductions are not).
+    STATUS_FAULT_DIVERGED = 20;
+
+    /// Bytecode magic ("MRVM").
+    VM_MAGIC = 0x4D56_524D;
+    /// Bytecode version.
+    VM_VERSION = 1;
+    /// Words in a program header: magic, version, instruction count, reserved.
+    VM_HEADER_WORDS = 4;
+    /// Words per instruction: opcode | dst << 8 | a << 16 | b << 24, then a 32-bit immediate.
+    VM_INSTRUCTION_WORDS = 2;
+    /// Registers per lane (r0..r31), 32 bits each.
+    VM_REGISTERS = 32;
+    /// Buffers in a job's buffer table.
+    VM_MAX_BUFFERS = 8;
+    /// Argument words of a job.
+    VM_MAX_ARGS = 4;
+    /// Result words of a job.
+    VM_MAX_RESULTS = 4;
+    /// Most instructions in a program.
+    VM_MAX_INSTRUCTIONS = 65_536;
+
+    // Opcodes. Operands: d = dst register, a, b = source registers, imm = 32-bit immediate.
+    /// Do nothing.
+    OP_NOP = 0;
+    /// Stop this lane.
+    OP_HALT = 1;
+    /// pc = imm.
+    OP_JMP = 2;
+    /// if r[a] == 0: pc = imm.
+    OP_BRZ = 3;
+    /// if r[a] != 0: pc = imm.
+    OP_BRNZ = 4;
+    /// r[d] = imm.
+    OP_MOVI = 5;
+    /// r[d] = r[a].
+    OP_MOV = 6;
+    /// r[d] = r[imm] != 0 ? r[a] : r[b] (imm names the condition register).
+    OP_SEL = 7;
+    /// r[d] = r[a] + r[b] (wrapping).
+    OP_ADD = 8;
+    /// r[d] = r[a] - r[b] (wrapping).
+    OP_SUB = 9;
+    /// r[d] = r[a] * r[b] (wrapping, low 32 bits).
+    OP_MUL = 10;
+    /// r[d] = r[a] / r[b], unsigned; faults on zero.
+    OP_DIVU = 11;
+    /// r[d] = r[a] / r[b], signed, truncating (i32::MIN / -1 = i32::MIN); faults on zero.
+    OP_DIVS = 12;
+    /// r[d] = r[a] % r[b], unsigned; faults on zero.
+    OP_REMU = 13;
+    /// r[d] = r[a] % r[b], signed, sign of the dividend (i32::MIN % -1 = 0); faults on zero.
+    OP_REMS = 14;
+    /// r[d] = r[a] & r[b].
+    OP_AND = 15;
+    /// r[d] = r[a] | r[b].
+    OP_OR = 16;
+    /// r[d] = r[a] ^ r[b].
+    OP_XOR = 17;
+    /// r[d] = r[a] << (r[b] & 31).
+    OP_SHL = 18;
+    /// r[d] = r[a] >> (r[b] & 31), logical.
+    OP_SHRU = 19;
+    /// r[d] = r[a] >> (r[b] & 31), arithmetic.
+    OP_SHRS = 20;
+    /// r[d] = min(r[a], r[b]), unsigned.
+    OP_MINU = 21;
+    /// r[d] = max(r[a], r[b]), unsigned.
+    OP_MAXU = 22;
+    /// r[d] = min(r[a], r[b]), signed.
+    OP_MINS = 23;
+    /// r[d] = max(r[a], r[b]), signed.
+    OP_MAXS = 24;
+    /// r[d] = r[a] + imm (wrapping).
+    OP_ADDI = 25;
+    /// r[d] = !r[a] (bitwise).
+    OP_NOT = 26;
+    /// r[d] = r[a] == r[b] ? 1 : 0.
+    OP_EQ = 27;
+    /// r[d] = r[a] != r[b].
+    OP_NE = 28;
+    /// r[d] = r[a] < r[b], unsigned.
+    OP_LTU = 29;
+    /// r[d] = r[a] < r[b], signed.
+    OP_LTS = 30;
+    /// r[d] = r[a] <= r[b], unsigned.
+    OP_LEU = 31;
+    /// r[d] = r[a] <= r[b], signed.
+    OP_LES = 32;
+    /// r[d] = r[a] + r[b] (f32, exact IEEE rounding).
+    OP_FADD = 33;
+    /// r[d] = r[a] - r[b] (f32, exact).
+    OP_FSUB = 34;
+    /// r[d] = r[a] * r[b] (f32, exact).
+    OP_FMUL = 35;
+    /// r[d] = r[a] / r[b] (f32; devices may differ by up to 3 ulp, see docs/bytecode.md).
+    OP_FDIV = 36;
+    /// r[d] = min(r[a], r[b]) (f32; a NaN operand yields the other operand).
+    OP_FMIN = 37;
+    /// r[d] = max(r[a], r[b]) (f32; a NaN operand yields the other operand).
+    OP_FMAX = 38;
+    /// r[d] = sqrt(r[a]) (f32; devices may differ by up to 3 ulp).
+    OP_FSQRT = 39;
+    /// r[d] = r[a] < r[b] (f32, false with NaN).
+    OP_FLT = 40;
+    /// r[d] = r[a] <= r[b] (f32, false with NaN).
+    OP_FLE = 41;
+    /// r[d] = r[a] == r[b] (f32, false with NaN).
+    OP_FEQ = 42;
+    /// r[d] = f32(r[a] as u32) (round to nearest even).
+    OP_U2F = 43;
+    /// r[d] = f32(r[a] as i32) (round to nearest even).
+    OP_I2F = 44;
+    /// r[d] = u32(r[a] as f32), truncating; NaN and negatives give 0, too large gives u32::MAX.
+    OP_F2U = 45;
+    /// r[d] = i32(r[a] as f32), truncating, saturating; NaN gives 0.
+    OP_F2I = 46;
+    /// r[d] = buffer imm, u32 element r[a]; faults outside the buffer.
+    OP_LD32 = 47;
+    /// r[d] = buffer imm, byte r[a] (zero-extended); faults outside the buffer.
+    OP_LD8 = 48;
+    /// buffer imm, u32 element r[a] = r[b]; faults outside the buffer.
+    OP_ST32 = 49;
+    /// buffer imm, byte r[a] = r[b] & 0xff; faults outside the buffer.
+    OP_ST8 = 50;
+    /// r[d] = atomic add of r[b] to buffer imm, u32 element r[a]; returns the old value.
+    OP_ATOMIC_ADD = 51;
+    /// Atomic unsigned min; returns the old value.
+    OP_ATOMIC_MIN = 52;
+    /// Atomic unsigned max; returns the old value.
+    OP_ATOMIC_MAX = 53;
+    /// Atomic and; returns the old value.
+    OP_ATOMIC_AND = 54;
+    /// Atomic or; returns the old value.
+    OP_ATOMIC_OR = 55;
+    /// Atomic xor; returns the old value.
+    OP_ATOMIC_XOR = 56;
+    /// Atomic exchange with r[b]; returns the old value.
+    OP_ATOMIC_XCHG = 57;
+    /// Atomic compare-and-swap: if element == r[d] then element = r[b]; r[d] = old value.
+    OP_ATOMIC_CAS = 58;
+    /// r[d] = this lane's index in its workgroup.
+    OP_LANE = 59;
+    /// r[d] = lanes per workgroup.
+    OP_LANES = 60;
+    /// r[d] = the job's grid size (elements).
+    OP_GRID = 61;
+    /// r[d] = argument word imm.
+    OP_ARG = 62;
+    /// r[d] = length of buffer imm in bytes.
+    OP_BUFLEN = 63;
+    /// r[d] = wrapping sum of r[a] over the workgroup's lanes (a reduction).
+    OP_RED_ADD = 64;
+    /// r[d] = unsigned minimum of r[a] over the lanes (a reduction).
+    OP_RED_MIN = 65;
+    /// r[d] = unsigned maximum of r[a] over the lanes (a reduction).
+    OP_RED_MAX = 66;
+    /// r[d] = f32 minimum of r[a] over the lanes, NaN ignored (a reduction).
+    OP_RED_FMIN = 67;
+    /// r[d] = f32 maximum of r[a] over the lanes, NaN ignored (a reduction).
+    OP_RED_FMAX = 68;
+    /// Result word imm of the job = r[a] (lane 0's last write counts).
+    OP_RESULT = 69;
+    /// Number of opcodes.
+    OP_COUNT = 70;
 
     /// Kernel exit reason: no work for `idle_limit` consecutive polls (parked).
     EXIT_IDLE = 1;
@@ -130,12 +308,12 @@ shared_structs! {
         arg2: u32,
         /// Argument word 3.
         arg3: u32,
-        /// Loop iterations the job costs one lane, computed by the host (`ring::cost`).
+        /// Loop iterations the job costs one lane, computed by the host (`Job::cost`).
         cost: u32,
-        /// Reserved, zero.
-        reserved0: u32,
-        /// Reserved, zero.
-        reserved1: u32,
+        /// VM jobs: instructions each lane may execute (fuel). Zero otherwise.
+        fuel: u32,
+        /// VM jobs: instructions in the program. Zero otherwise.
+        instructions: u32,
         /// Publication word: `index + 1` once the entry is complete. Written last.
         seq: u32,
     }

@@ -1,0 +1,148 @@
+//! The bytecode VM, host side: the instruction set (`isa`), the verifier (`verify`) and
+//! the CPU reference interpreter (`interp`), which is the executable specification the GPU
+//! interpreter (`glsl/vm.glsl`) is tested against. docs/bytecode.md describes the format.
+
+pub mod isa;
+pub mod verify;
+
+pub use isa::{Instr, Label, Program, ProgramBuilder};
+pub use verify::{verify, VerifiedProgram};
+
+/// Everything wrong a program can be. Messages name the instruction and say what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VmError {
+    /// The byte length is not a whole number of words, or shorter than a header.
+    #[error("program of {bytes} bytes is truncated: a program is a 16-byte header and 8 bytes per instruction")]
+    Truncated {
+        /// Bytes given.
+        bytes: usize,
+    },
+    /// Wrong magic word.
+    #[error(
+        "not a megaring program: magic {found:#010x}, expected {:#010x} (\"MRVM\")",
+        crate::ring::layout::VM_MAGIC
+    )]
+    BadMagic {
+        /// Word found.
+        found: u32,
+    },
+    /// Unsupported version.
+    #[error(
+        "program version {found} is not supported; this build reads version {}",
+        crate::ring::layout::VM_VERSION
+    )]
+    BadVersion {
+        /// Version found.
+        found: u32,
+    },
+    /// Header and body disagree.
+    #[error("header declares {declared} instructions but {words} words follow (2 per instruction)")]
+    LengthMismatch {
+        /// Declared count.
+        declared: usize,
+        /// Words present.
+        words: usize,
+    },
+    /// No instructions.
+    #[error("program has no instructions; end it with `halt`")]
+    Empty,
+    /// Too many instructions.
+    #[error(
+        "program has {instructions} instructions; the limit is {}",
+        crate::ring::layout::VM_MAX_INSTRUCTIONS
+    )]
+    TooLong {
+        /// Instructions.
+        instructions: usize,
+    },
+    /// Too many buffers for a job.
+    #[error("job binds {buffers} buffers; the limit is {}", crate::ring::layout::VM_MAX_BUFFERS)]
+    TooManyBuffers {
+        /// Buffers bound.
+        buffers: usize,
+    },
+    /// Unknown opcode.
+    #[error("instruction {instruction}: unknown opcode {opcode}")]
+    UnknownOpcode {
+        /// Instruction index.
+        instruction: usize,
+        /// Opcode.
+        opcode: u32,
+    },
+    /// Register index out of range.
+    #[error("instruction {instruction}: uses register r{register}; the VM has 32 registers (r0..r31)")]
+    BadRegister {
+        /// Instruction index.
+        instruction: usize,
+        /// Register.
+        register: u8,
+    },
+    /// A field the opcode does not use is not zero.
+    #[error("instruction {instruction}: field `{field}` is {value} but this opcode does not use it (must be 0)")]
+    UnusedField {
+        /// Instruction index.
+        instruction: usize,
+        /// Field name.
+        field: &'static str,
+        /// Its value.
+        value: u32,
+    },
+    /// Branch target out of range.
+    #[error("instruction {instruction}: branch to {target}, but the program has {instructions} instructions")]
+    BadTarget {
+        /// Instruction index.
+        instruction: usize,
+        /// Target.
+        target: u32,
+        /// Instructions.
+        instructions: usize,
+    },
+    /// Buffer index not bound by the job.
+    #[error("instruction {instruction}: uses buffer {buffer}, but the job binds {buffers}")]
+    BadBuffer {
+        /// Instruction index.
+        instruction: usize,
+        /// Buffer index.
+        buffer: u32,
+        /// Buffers bound.
+        buffers: usize,
+    },
+    /// Argument index out of range.
+    #[error("instruction {instruction}: reads argument {argument}; a job has 4 (0..3)")]
+    BadArgument {
+        /// Instruction index.
+        instruction: usize,
+        /// Argument index.
+        argument: u32,
+    },
+    /// Result slot out of range.
+    #[error("instruction {instruction}: writes result {slot}; a job has 4 (0..3)")]
+    BadResult {
+        /// Instruction index.
+        instruction: usize,
+        /// Slot.
+        slot: u32,
+    },
+    /// The last instruction can fall through.
+    #[error("instruction {instruction}: execution can fall off the end of the program; end with `halt` or `jmp`")]
+    FallsOffEnd {
+        /// Instruction index.
+        instruction: usize,
+    },
+    /// A builder label was never bound.
+    #[error("instruction {instruction}: branches to a label that was never bound")]
+    UnboundLabel {
+        /// Instruction index.
+        instruction: usize,
+    },
+    /// Assembler error.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+}
