@@ -2,6 +2,7 @@
 //! the CPU reference interpreter (`interp`), which is the executable specification the GPU
 //! interpreter (`glsl/vm.glsl`) is tested against. docs/bytecode.md describes the format.
 
+pub mod interp;
 pub mod isa;
 pub mod verify;
 
