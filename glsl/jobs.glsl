@@ -7,6 +7,7 @@
 #define MEGARING_JOBS_GLSL
 
 #include "ring.glsl"
+#include "vm.glsl"
 
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer U32Ref {
     uint v[];
@@ -20,7 +21,7 @@ uint64_t workgroup_sum(uint64_t value) {
     uint lane = gl_LocalInvocationID.x;
     s_reduce[lane] = value;
     barrier();
-    for (uint stride = gl_WorkGroupSize.x / 2u; stride > 0u; stride >>= 1u) {
+    for (uint stride = LANES / 2u; stride > 0u; stride >>= 1u) {
         if (lane < stride) {
             s_reduce[lane] += s_reduce[lane + stride];
         }
@@ -42,23 +43,25 @@ void run_job(SqEntry job, out uint status, out uvec4 results) {
         results = uvec4(job.arg0, job.arg1, job.arg2, job.arg3);
     } else if (job.kind == JOB_FILL) {
         U32Ref dst = U32Ref(job.buf0);
-        for (uint i = lane; i < job.len; i += gl_WorkGroupSize.x) {
+        for (uint i = lane; i < job.len; i += LANES) {
             dst.v[i] = job.arg0;
         }
     } else if (job.kind == JOB_COPY) {
         U32Ref src = U32Ref(job.buf0);
         U32Ref dst = U32Ref(job.buf1);
-        for (uint i = lane; i < job.len; i += gl_WorkGroupSize.x) {
+        for (uint i = lane; i < job.len; i += LANES) {
             dst.v[i] = src.v[i];
         }
     } else if (job.kind == JOB_SUM_U32) {
         U32Ref src = U32Ref(job.buf0);
         uint64_t acc = 0ul;
-        for (uint i = lane; i < job.len; i += gl_WorkGroupSize.x) {
+        for (uint i = lane; i < job.len; i += LANES) {
             acc += uint64_t(src.v[i]);
         }
         uint64_t total = workgroup_sum(acc);
         results = uvec4(uint(total), uint(total >> 32), 0u, 0u);
+    } else if (job.kind == JOB_VM) {
+        run_vm(job, status, results);
     } else {
         status = STATUS_BAD_KIND;
     }

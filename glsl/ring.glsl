@@ -18,6 +18,10 @@
 
 #include "protocol.glsl"
 
+// Lanes per workgroup, for use in code (LANES_VALUE_CONSTANT_ID; ids must be literals).
+// Always equal to the workgroup size: the host sets both constants to the same value.
+layout(constant_id = 1) const uint LANES = 64u;
+
 // Relaxed device-scope atomic load of a word the host or other workgroups write: a load,
 // never hoisted out of the polling loop, and no read-modify-write on a hot line.
 #define LOAD_RELAXED(word) atomicLoad(word, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed)

@@ -46,6 +46,9 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A program was refused (parse or verification).
+    #[error("bad program: {0}")]
+    Program(#[from] crate::vm::VmError),
     /// A job's buffer range lies outside its buffer.
     #[error("job reads or writes elements {start}..{end} of a buffer holding {len} u32 elements; shrink the range or allocate a larger buffer")]
     OutOfRange {
@@ -87,6 +90,9 @@ pub enum Error {
         /// The job's tag.
         tag: u64,
     },
+    /// A VM job faulted on the device (fuel, out-of-range access, division by zero...).
+    #[error("{0}")]
+    Fault(crate::vm::Fault),
     /// The kernel reported a failure for the job.
     #[error("job (tag {tag}) failed on the device with status {status}")]
     JobFailed {

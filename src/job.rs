@@ -6,8 +6,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::ring::layout::{self, SqEntry};
-use crate::vk::Buffer;
+use crate::ring::layout::{self, SqEntry, VmBuffer};
+use crate::vk::{Buffer, Context, Placement};
+use crate::vm::VerifiedProgram;
 
 /// A buffer of u32 elements that jobs read and write, shared by the host and the device.
 /// Cloning is cheap; the memory lives until the last clone and every job using it end.
@@ -75,6 +76,76 @@ impl DeviceBuffer {
     }
 }
 
+/// A verified program uploaded to device-visible memory, ready for [`Job::program`].
+#[derive(Clone, Debug)]
+pub struct DeviceProgram {
+    verified: VerifiedProgram,
+    code: Arc<Buffer>,
+}
+
+impl DeviceProgram {
+    pub(crate) fn upload(ctx: &Arc<Context>, verified: VerifiedProgram) -> Result<Self> {
+        let words = verified.program().to_words();
+        let code = Buffer::new(ctx, "megaring program", words.len() as u64 * 4, Placement::DeviceShared)?;
+        code.write_bytes(0, bytemuck::cast_slice(&words));
+        Ok(DeviceProgram {
+            verified,
+            code: Arc::new(code),
+        })
+    }
+
+    /// The program.
+    pub fn verified(&self) -> &VerifiedProgram {
+        &self.verified
+    }
+}
+
+/// The buffers a VM job binds, in order (`b0`, `b1`, ...), as a table in device-visible
+/// memory. Reusable across jobs; keeps its buffers alive.
+#[derive(Clone, Debug)]
+pub struct BufferTable {
+    table: Arc<Buffer>,
+    buffers: Vec<Arc<Buffer>>,
+}
+
+impl BufferTable {
+    pub(crate) fn new(ctx: &Arc<Context>, buffers: &[&DeviceBuffer]) -> Result<Self> {
+        if buffers.len() > layout::VM_MAX_BUFFERS as usize {
+            return Err(Error::Program(crate::vm::VmError::TooManyBuffers {
+                buffers: buffers.len(),
+            }));
+        }
+        let entries: Vec<VmBuffer> = buffers
+            .iter()
+            .map(|b| VmBuffer {
+                address: b.address(),
+                bytes: b.0.size(),
+            })
+            .collect();
+        let table = Buffer::new(
+            ctx,
+            "megaring buffer table",
+            (entries.len().max(1) * 16) as u64,
+            Placement::DeviceShared,
+        )?;
+        table.write_bytes(0, bytemuck::cast_slice(&entries));
+        Ok(BufferTable {
+            table: Arc::new(table),
+            buffers: buffers.iter().map(|b| b.0.clone()).collect(),
+        })
+    }
+
+    /// Buffers in the table.
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+}
+
 /// One unit of work for the megakernel.
 #[derive(Clone, Debug)]
 pub struct Job {
@@ -138,6 +209,30 @@ impl Job {
         Ok(job)
     }
 
+    /// Runs `program` over a grid of `grid` elements with `table`'s buffers and `args`;
+    /// each lane may execute `fuel` instructions. The program must have been verified for
+    /// at least `table.len()` buffers.
+    pub fn program(program: &DeviceProgram, table: &BufferTable, grid: u32, args: [u32; 4], fuel: u32) -> Result<Self> {
+        if program.verified.buffers() > table.len() {
+            return Err(Error::Program(crate::vm::VmError::BadBuffer {
+                instruction: 0,
+                buffer: table.len() as u32,
+                buffers: table.len(),
+            }));
+        }
+        let mut job = Job::new(layout::JOB_VM);
+        job.entry.buf0 = program.code.address();
+        job.entry.buf1 = table.table.address();
+        job.entry.len = grid;
+        [job.entry.arg0, job.entry.arg1, job.entry.arg2, job.entry.arg3] = args;
+        job.entry.fuel = fuel;
+        job.entry.instructions = program.verified.program().instrs.len() as u32;
+        job.keep.push(program.code.clone());
+        job.keep.push(table.table.clone());
+        job.keep.extend(table.buffers.iter().cloned());
+        Ok(job)
+    }
+
     /// Sets the tag echoed in the completion.
     pub fn with_tag(mut self, tag: u64) -> Self {
         self.entry.tag = tag;
@@ -153,13 +248,17 @@ impl Job {
     /// (see `glsl/jobs.glsl`).
     pub fn cost(&self, lanes: u32) -> u32 {
         let e = &self.entry;
-        let lanes = lanes.clamp(1, layout::MAX_LANES);
-        let step = layout::ITERATIONS_PER_STEP * (layout::MAX_LANES / lanes);
-        let strided = e.len.div_ceil(lanes).saturating_mul(step);
+        let step = layout::ITERATIONS_PER_STEP;
+        let strided = e.len.div_ceil(lanes.clamp(1, layout::MAX_LANES)).saturating_mul(step);
         match e.kind {
             layout::JOB_FILL | layout::JOB_COPY => strided,
             // The reduction loop runs log2(lanes) <= MAX_LANES_LOG2 times, plus its exit test.
             layout::JOB_SUM_U32 => strided.saturating_add(step * (layout::MAX_LANES_LOG2 + 1)),
+            // Each instruction is one step of the interpreter loop, and each may end a phase.
+            layout::JOB_VM => e
+                .fuel
+                .saturating_add(1)
+                .saturating_mul(step + layout::VM_ITERATIONS_PER_PHASE),
             _ => 0,
         }
     }

@@ -29,6 +29,6 @@ pub mod shaders {
 }
 
 pub use error::{Error, Result};
-pub use job::{Completion, DeviceBuffer, Job};
+pub use job::{BufferTable, Completion, DeviceBuffer, DeviceProgram, Job};
 pub use runtime::{JobHandle, Mode, ModeRequest, Runtime, RuntimeConfig, RuntimeInfo, Stats};
 pub use vk::{DeviceSelector, Placement};

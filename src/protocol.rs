@@ -20,8 +20,11 @@ shared_constants! {
     MAX_LANES = 64;
     /// log2(MAX_LANES): most iterations of the workgroup reduction loop.
     MAX_LANES_LOG2 = 6;
-    /// Specialization-constant id of the lane count (`local_size_x_id`).
+    /// Specialization-constant id of the workgroup size (`local_size_x_id`).
     LANES_CONSTANT_ID = 0;
+    /// Specialization-constant id of `LANES`, the same value for use in code: shaderc's
+    /// optimiser folds `gl_WorkGroupSize.x` to its default (1) before specialization.
+    LANES_VALUE_CONSTANT_ID = 1;
     /// Loop iterations an epoch keeps in reserve for its own exit path.
     EPOCH_RESERVE = 64;
     /// Most consecutive published jobs one workgroup claims with a single CAS.
@@ -30,10 +33,8 @@ shared_constants! {
     /// counted 8 per idle pass (its silent cut came after 8,194 passes); 10 keeps a margin.
     /// See docs/protocol.md, "Epochs".
     ITERATIONS_PER_PASS = 10;
-    /// Loop iterations charged per iteration of a job's strided element loop with
-    /// MAX_LANES lanes; with fewer lanes the host charges MAX_LANES / lanes times as much.
-    /// lavapipe counted about 1 per step with 64 lanes and about 8 with 8 lanes (an
-    /// 8,000-step fill was cut); 2 keeps a margin.
+    /// Loop iterations charged per iteration of a job's strided element loop (lavapipe
+    /// counted about 1); 2 keeps a margin.
     ITERATIONS_PER_STEP = 2;
     /// Loop iterations charged per claimed job beyond the job's own cost (claim-loop step,
     /// job-loop step, completion). lavapipe counted about 5.7; 8 keeps a margin.
@@ -95,6 +96,8 @@ shared_constants! {
     VM_MAX_RESULTS = 4;
     /// Most instructions in a program.
     VM_MAX_INSTRUCTIONS = 65_536;
+    /// Loop iterations charged per phase of a VM job (the phase loop and its barriers).
+    VM_ITERATIONS_PER_PHASE = 16;
 
     // Opcodes. Operands: d = dst register, a, b = source registers, imm = 32-bit immediate.
     /// Do nothing.
@@ -335,6 +338,14 @@ shared_structs! {
         status: u32,
         /// Publication word: `index + 1` once the completion is complete. Written last.
         seq: u32,
+    }
+
+    /// One entry of a VM job's buffer table (16 bytes): where a buffer is and how long.
+    struct VmBuffer {
+        /// Device address.
+        address: u64,
+        /// Length in bytes.
+        bytes: u64,
     }
 
     /// Launch parameters, passed as push constants.

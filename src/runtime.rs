@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::job::{Completion, DeviceBuffer, Job};
+use crate::job::{BufferTable, Completion, DeviceBuffer, DeviceProgram, Job};
 use crate::ring::layout::{self, LaunchParams};
 use crate::ring::{ControlWord, Rings};
 use crate::vk::{Buffer, Capabilities, ComputePipeline, Context, DeviceSelector, Dispatcher, Placement};
@@ -269,7 +269,10 @@ impl Runtime {
             &ctx,
             crate::shaders::MEGAKERNEL,
             std::mem::size_of::<LaunchParams>() as u32,
-            &[(layout::LANES_CONSTANT_ID, lanes)],
+            &[
+                (layout::LANES_CONSTANT_ID, lanes),
+                (layout::LANES_VALUE_CONSTANT_ID, lanes),
+            ],
         )?;
         let mut dispatcher = Dispatcher::new(&ctx)?;
         let shared = Arc::new(Shared {
@@ -382,6 +385,16 @@ impl Runtime {
             bytes,
             placement,
         )?)))
+    }
+
+    /// Uploads a verified program for [`Job::program`].
+    pub fn load_program(&self, program: crate::vm::VerifiedProgram) -> Result<DeviceProgram> {
+        DeviceProgram::upload(&self.shared.ctx, program)
+    }
+
+    /// Makes a buffer table (`b0`, `b1`, ... in order) for [`Job::program`].
+    pub fn buffer_table(&self, buffers: &[&DeviceBuffer]) -> Result<BufferTable> {
+        BufferTable::new(&self.shared.ctx, buffers)
     }
 
     /// Publishes `job`, waiting while the ring is full (up to `RuntimeConfig::submit_timeout`).
@@ -611,6 +624,13 @@ impl JobHandle {
                     layout::STATUS_OK => Ok(completion),
                     layout::STATUS_CANCELLED => Err(Error::Cancelled { tag: self.tag }),
                     layout::STATUS_LOST => Err(Error::JobLost { tag: self.tag }),
+                    status if status >= layout::STATUS_FAULT_FUEL => Err(Error::Fault(crate::vm::Fault {
+                        tag: self.tag,
+                        status,
+                        instruction: entry.result0,
+                        lane: entry.result1,
+                        detail: entry.result2,
+                    })),
                     status => Err(Error::JobFailed { tag: entry.tag, status }),
                 })
             }

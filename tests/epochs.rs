@@ -214,7 +214,7 @@ fn a_full_ring_pushes_back_until_jobs_complete() {
     });
     // Eight fills that each take the kernel milliseconds: the ninth job finds no free
     // entry, because capacity counts jobs still on the device.
-    let n = u64::from(rt.info().lanes) * 3_000;
+    let n = u64::from(rt.info().lanes) * 25_000;
     let buffer = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
     let fills: Vec<JobHandle> = (0..8)
         .map(|i| rt.try_submit(Job::fill(&buffer, 0..n, i).unwrap()).unwrap())
@@ -262,8 +262,8 @@ fn bad_jobs_are_refused_on_the_host_with_a_reason() {
         Err(Error::OutOfRange { .. })
     ));
     assert!(matches!(buffer.write_u32(1020, &[0; 5]), Err(Error::OutOfRange { .. })));
-    // One lavapipe epoch allows 60,000 iterations; 30,000 steps of 64 elements need more.
-    let n = 30_000 * 64;
+    // One lavapipe epoch allows 60,000 iterations; 30,000 steps per lane are charged 60,000.
+    let n = u64::from(rt.info().lanes) * 30_000;
     let huge = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
     match rt.submit(Job::fill(&huge, 0..n, 1).unwrap()) {
         Err(e @ Error::JobTooLarge { .. }) => assert!(e.to_string().contains("split it")),
@@ -275,9 +275,9 @@ fn bad_jobs_are_refused_on_the_host_with_a_reason() {
 #[test]
 fn wait_timeout_reports_a_timeout_and_the_handle_stays_usable() {
     let rt = TestRuntime::new(config());
-    // 3,000 strided steps per lane, near the largest fill one lavapipe epoch takes (48,000
-    // iterations charged at 8 lanes): milliseconds of kernel time.
-    let n = u64::from(rt.info().lanes) * 3_000;
+    // 25,000 strided steps per lane (50,000 iterations charged, near the most one lavapipe
+    // epoch takes): milliseconds of kernel time.
+    let n = u64::from(rt.info().lanes) * 25_000;
     let buffer = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
     let mut handle = rt.submit(Job::fill(&buffer, 0..n, 3).unwrap()).unwrap();
     assert!(matches!(handle.wait_timeout(Duration::ZERO), Err(Error::Timeout(_))));

@@ -2,12 +2,46 @@
 //! the CPU reference interpreter (`interp`), which is the executable specification the GPU
 //! interpreter (`glsl/vm.glsl`) is tested against. docs/bytecode.md describes the format.
 
+pub mod asm;
+pub mod disasm;
 pub mod interp;
 pub mod isa;
 pub mod verify;
 
+pub use asm::assemble;
+pub use disasm::disassemble;
 pub use isa::{Instr, Label, Program, ProgramBuilder};
 pub use verify::{verify, VerifiedProgram};
+
+/// A fault a VM job ended with, as the device (or the reference interpreter) reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("job (tag {tag}) faulted: {} at instruction {instruction}, lane {lane} (detail {detail})", fault_name(*status))]
+pub struct Fault {
+    /// The job's tag.
+    pub tag: u64,
+    /// `STATUS_FAULT_*` code.
+    pub status: u32,
+    /// Instruction index.
+    pub instruction: u32,
+    /// Lane.
+    pub lane: u32,
+    /// Detail: the element index of an out-of-range access, the other lane's instruction
+    /// for a divergence.
+    pub detail: u32,
+}
+
+/// A fault code's meaning, with what to do about it.
+pub fn fault_name(status: u32) -> &'static str {
+    use crate::ring::layout as p;
+    match status {
+        p::STATUS_FAULT_FUEL => "fuel exhausted (raise the job's fuel or bound the loop)",
+        p::STATUS_FAULT_OUT_OF_RANGE => "access outside its buffer",
+        p::STATUS_FAULT_DIVIDE_BY_ZERO => "integer division by zero",
+        p::STATUS_FAULT_BAD_INSTRUCTION => "invalid instruction (the program was not verified)",
+        p::STATUS_FAULT_DIVERGED => "lanes reached different reductions",
+        _ => "unknown fault",
+    }
+}
 
 /// Everything wrong a program can be. Messages name the instruction and say what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

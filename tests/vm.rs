@@ -1,0 +1,144 @@
+//! The GPU interpreter against the CPU reference on the real device: a reduction program,
+//! each fault code, and the kernel serving the next job after a fault.
+
+mod common;
+
+use common::{config, TestRuntime};
+use megaring::ring::layout as p;
+use megaring::vm::interp::{self, Launch};
+use megaring::vm::{verify, ProgramBuilder, VerifiedProgram};
+use megaring::{Error, Job, Placement};
+
+/// Sums buffer 0's u32 elements 0..grid, lanes striding, then a reduction; lane 0 also
+/// stores the total at element `arg 0` of buffer 1.
+fn sum_program() -> VerifiedProgram {
+    let mut b = ProgramBuilder::new();
+    let (top, done) = (b.label(), b.label());
+    b.op2(p::OP_LANE, 1, 0)
+        .op2(p::OP_GRID, 2, 0)
+        .op2(p::OP_LANES, 3, 0)
+        .movi(4, 0);
+    b.bind(top).op3(p::OP_LTU, 5, 1, 2).brz(5, done);
+    b.emit(p::OP_LD32, 6, 1, 0, 0)
+        .op3(p::OP_ADD, 4, 4, 6)
+        .op3(p::OP_ADD, 1, 1, 3)
+        .jmp(top);
+    b.bind(done).op2(p::OP_RED_ADD, 7, 4).emit(p::OP_RESULT, 0, 7, 0, 0);
+    b.emit(p::OP_ARG, 8, 0, 0, 0).emit(p::OP_LANE, 9, 0, 0, 0);
+    let skip = b.label();
+    b.brnz(9, skip).emit(p::OP_ST32, 0, 8, 7, 1).bind(skip).halt();
+    verify(&b.build().unwrap(), 2).unwrap()
+}
+
+#[test]
+fn a_reduction_program_gives_what_the_reference_interpreter_gives() {
+    let rt = TestRuntime::new(config());
+    let n = 1000u32;
+    let data: Vec<u32> = (0..n).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+    let input = rt.alloc_u32(u64::from(n), Placement::DeviceShared).unwrap();
+    let output = rt.alloc_u32(16, Placement::HostCached).unwrap();
+    input.write_u32(0, &data).unwrap();
+    let program = rt.load_program(sum_program()).unwrap();
+    let table = rt.buffer_table(&[&input, &output]).unwrap();
+    let done = rt
+        .submit(Job::program(&program, &table, n, [5, 0, 0, 0], 1_500).unwrap())
+        .unwrap()
+        .wait()
+        .unwrap();
+
+    let launch = Launch {
+        lanes: rt.info().lanes,
+        grid: n,
+        args: [5, 0, 0, 0],
+        fuel: 1_500,
+    };
+    let mut buffers = vec![bytemuck::cast_slice(&data).to_vec(), vec![0u8; 64]];
+    let reference = interp::run(&sum_program(), &launch, &mut buffers);
+    assert_eq!(reference.status, p::STATUS_OK);
+    assert_eq!(done.results, reference.results);
+    assert_eq!(done.results[0], data.iter().fold(0u32, |s, &x| s.wrapping_add(x)));
+    assert_eq!(
+        output.read_u32(0, 16).unwrap(),
+        bytemuck::cast_slice::<u8, u32>(&buffers[1])
+    );
+    rt.finish();
+}
+
+fn expect_fault(
+    rt: &TestRuntime,
+    program: VerifiedProgram,
+    table: &megaring::BufferTable,
+    fuel: u32,
+) -> megaring::vm::Fault {
+    let launch = Launch {
+        lanes: rt.info().lanes,
+        grid: 64,
+        args: [0; 4],
+        fuel,
+    };
+    let loaded = rt.load_program(program.clone()).unwrap();
+    let err = rt
+        .submit(Job::program(&loaded, table, 64, [0; 4], fuel).unwrap().with_tag(9))
+        .unwrap()
+        .wait();
+    let Err(Error::Fault(fault)) = err else {
+        panic!("expected a fault, got {err:?}; {:?} {:?}", rt.stats(), rt.info())
+    };
+    let mut buffers = vec![vec![0u8; 16]];
+    let reference = interp::run(&program, &launch, &mut buffers);
+    assert_eq!(
+        (fault.status, [fault.instruction, fault.lane, fault.detail, 0]),
+        (reference.status, reference.results),
+        "GPU fault differs from the reference"
+    );
+    // The kernel keeps serving: the next job completes.
+    assert_eq!(
+        rt.submit(Job::echo([1, 2, 3, 4])).unwrap().wait().unwrap().results,
+        [1, 2, 3, 4]
+    );
+    fault
+}
+
+#[test]
+fn every_fault_code_is_reported_and_the_kernel_serves_the_next_job() {
+    let rt = TestRuntime::new(config());
+    let small = rt.alloc_u32(4, Placement::DeviceShared).unwrap();
+    let table = rt.buffer_table(&[&small]).unwrap();
+
+    // Fuel: an endless loop, at the largest fuel one lavapipe epoch allows.
+    let mut b = ProgramBuilder::new();
+    let top = b.label();
+    b.bind(top).addi(1, 1, 1).jmp(top);
+    let fault = expect_fault(&rt, verify(&b.build().unwrap(), 1).unwrap(), &table, 1_800);
+    assert_eq!(fault.status, p::STATUS_FAULT_FUEL);
+    assert!(Error::Fault(fault).to_string().contains("fuel exhausted"));
+
+    // Out of range: lane i reads element i of a 4-element buffer.
+    let mut b = ProgramBuilder::new();
+    b.op2(p::OP_LANE, 1, 0).emit(p::OP_LD32, 2, 1, 0, 0).halt();
+    let fault = expect_fault(&rt, verify(&b.build().unwrap(), 1).unwrap(), &table, 100);
+    assert_eq!(
+        (fault.status, fault.instruction, fault.lane, fault.detail),
+        (p::STATUS_FAULT_OUT_OF_RANGE, 1, 4, 4)
+    );
+
+    // Division by zero on lane 3 only.
+    let mut b = ProgramBuilder::new();
+    b.op2(p::OP_LANE, 1, 0)
+        .movi(2, 3)
+        .op3(p::OP_SUB, 3, 1, 2)
+        .op3(p::OP_DIVU, 4, 1, 3)
+        .halt();
+    let fault = expect_fault(&rt, verify(&b.build().unwrap(), 1).unwrap(), &table, 100);
+    assert_eq!((fault.status, fault.lane), (p::STATUS_FAULT_DIVIDE_BY_ZERO, 3));
+
+    // Divergence: odd lanes reach a different reduction.
+    let mut b = ProgramBuilder::new();
+    let odd = b.label();
+    b.op2(p::OP_LANE, 1, 0).movi(2, 1).op3(p::OP_AND, 3, 1, 2).brnz(3, odd);
+    b.op2(p::OP_RED_ADD, 4, 1).halt();
+    b.bind(odd).op2(p::OP_RED_MAX, 4, 1).halt();
+    let fault = expect_fault(&rt, verify(&b.build().unwrap(), 1).unwrap(), &table, 100);
+    assert_eq!(fault.status, p::STATUS_FAULT_DIVERGED);
+    rt.finish();
+}
