@@ -14,11 +14,17 @@ pub fn device_lock() -> MutexGuard<'static, ()> {
     DEVICE_LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether the tests run under the validation layer: always, unless
+/// `MEGARING_TEST_VALIDATION=0` says the machine has no layer (the GPU machine; never CI).
+pub fn validation() -> bool {
+    std::env::var("MEGARING_TEST_VALIDATION").map_or(true, |v| v != "0")
+}
+
 /// The configuration every test starts from: validation on.
 pub fn config() -> RuntimeConfig {
     std::env::set_var("MEGARING_VALIDATION_QUIET", "1");
     RuntimeConfig {
-        validation: true,
+        validation: validation(),
         ..RuntimeConfig::default()
     }
 }
@@ -54,7 +60,11 @@ impl std::ops::Deref for TestRuntime {
 }
 
 pub fn assert_validation_clean(runtime: &Runtime) {
-    assert!(runtime.info().validation, "tests must run under the validation layer");
+    assert_eq!(
+        runtime.info().validation,
+        validation(),
+        "tests must run under the validation layer"
+    );
     assert_eq!(
         runtime.validation_errors(),
         0,
