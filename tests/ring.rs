@@ -70,9 +70,10 @@ fn a_batch_larger_than_the_ring_is_published_in_order_in_runs() {
     // A refused job refuses the whole batch: nothing is published.
     let buffer = rt.alloc_u32(64, Placement::DeviceShared).unwrap();
     let bad = vec![Job::nop(), Job::fill(&buffer, 0..64, 1).unwrap(), Job::nop()];
-    let huge = rt.alloc_u32(64 * 30_000, Placement::DeviceShared).unwrap();
+    let n = u64::from(rt.info().lanes) * 30_000;
+    let huge = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
     let mut batch = bad;
-    batch.push(Job::fill(&huge, 0..64 * 30_000, 1).unwrap());
+    batch.push(Job::fill(&huge, 0..n, 1).unwrap());
     assert!(matches!(
         rt.submit_batch(batch),
         Err(megaring::Error::JobTooLarge { .. })
