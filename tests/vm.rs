@@ -142,3 +142,38 @@ fn every_fault_code_is_reported_and_the_kernel_serves_the_next_job() {
     assert_eq!(fault.status, p::STATUS_FAULT_DIVERGED);
     rt.finish();
 }
+
+#[test]
+fn an_assembled_program_runs_as_the_readme_shows() {
+    let rt = TestRuntime::new(config());
+    let data = rt.alloc_u32(1024, Placement::DeviceShared).unwrap();
+    let values: Vec<u32> = (0..1024).map(|i| i * 7 + 1).collect();
+    data.write_u32(0, &values).unwrap();
+    let source = "
+        lane r1
+        grid r2
+        lanes r3
+    top: ltu r4, r1, r2
+        brz r4, done
+        ld32 r5, b0[r1]
+        add r6, r6, r5
+        add r1, r1, r3
+        jmp top
+    done: red.add r7, r6
+        result 0, r7
+        halt
+";
+    let program = verify(&megaring::vm::assemble(source).unwrap(), 1).unwrap();
+    let program = rt.load_program(program).unwrap();
+    let table = rt.buffer_table(&[&data]).unwrap();
+    let sum = rt
+        .submit(Job::program(&program, &table, 1024, [0; 4], 2_000).unwrap())
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(sum.results[0], values.iter().sum::<u32>());
+    // Bad source gets the line and column of the mistake.
+    let err = megaring::vm::assemble("halt\n  ad r1, r2, r3\n").unwrap_err();
+    assert!(err.to_string().starts_with("line 2, column 3"), "{err}");
+    rt.finish();
+}
