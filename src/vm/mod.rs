@@ -6,6 +6,7 @@ pub mod asm;
 pub mod disasm;
 pub mod interp;
 pub mod isa;
+pub mod library;
 pub mod verify;
 
 pub use asm::assemble;

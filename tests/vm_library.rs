@@ -1,0 +1,103 @@
+//! The library programs on the device, each against an independent CPU computation.
+
+mod common;
+
+use common::{config, TestRuntime};
+use megaring::vm::library::library_program;
+use megaring::{Completion, DeviceBuffer, Job, Placement};
+
+/// Deterministic test data.
+fn bytes(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn upload(rt: &TestRuntime, data: &[u8]) -> DeviceBuffer {
+    let mut words = vec![0u32; data.len().div_ceil(4).max(1)];
+    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..data.len()].copy_from_slice(data);
+    let buffer = rt.alloc_u32(words.len() as u64, Placement::DeviceShared).unwrap();
+    buffer.write_u32(0, &words).unwrap();
+    buffer
+}
+
+fn run(rt: &TestRuntime, name: &str, buffers: &[&DeviceBuffer], grid: u32, args: [u32; 4]) -> Completion {
+    let library = library_program(name).unwrap();
+    let program = rt.load_program(library.load().unwrap()).unwrap();
+    let table = rt.buffer_table(buffers).unwrap();
+    let fuel = library.fuel(grid, rt.info().lanes);
+    rt.submit(Job::program(&program, &table, grid, args, fuel).unwrap())
+        .unwrap()
+        .wait()
+        .unwrap()
+}
+
+#[test]
+fn integer_programs_equal_plain_cpu_loops() {
+    let rt = TestRuntime::new(config());
+    let data = bytes(8_000, 7);
+    let input = upload(&rt, &data);
+    let words: &[u32] = bytemuck::cast_slice(&data);
+
+    let sum = run(&rt, "sum-u32", &[&input], 2_000, [0; 4]);
+    assert_eq!(sum.results[0], words.iter().fold(0u32, |s, &w| s.wrapping_add(w)));
+
+    let grid = 2_000usize;
+    let count = run(&rt, "count-byte", &[&input], grid as u32, [0x41, 0, 0, 0]);
+    assert_eq!(
+        count.results[0] as usize,
+        data[..grid].iter().filter(|&&b| b == 0x41).count()
+    );
+
+    let text = b"one\ntwo\n\nthree\nno newline at the end".repeat(40);
+    let text_buffer = upload(&rt, &text);
+    let lines = run(&rt, "lines", &[&text_buffer], text.len() as u32, [0; 4]);
+    assert_eq!(lines.results[0] as usize, text.iter().filter(|&&b| b == b'\n').count()); // wc -l
+
+    let bins = rt.alloc_u32(256, Placement::HostCached).unwrap();
+    run(&rt, "histogram", &[&input, &bins], grid as u32, [0; 4]);
+    let mut expected = [0u32; 256];
+    data[..grid].iter().for_each(|&b| expected[b as usize] += 1);
+    assert_eq!(bins.read_u32(0, 256).unwrap(), expected);
+    rt.finish();
+}
+
+#[test]
+fn float_programs_equal_ieee_arithmetic_on_the_cpu() {
+    let rt = TestRuntime::new(config());
+    let n = 1_500usize;
+    // Floats from small integers and simple fractions: no denormals, some NaN and infinities.
+    let mut xs: Vec<f32> = bytes(n * 2, 11)
+        .chunks(2)
+        .map(|c| (i32::from(c[0]) - 128) as f32 / 8.0 + f32::from(c[1]))
+        .collect();
+    xs[17] = f32::NAN;
+    xs[900] = f32::INFINITY;
+    let ys: Vec<f32> = bytes(n, 13).iter().map(|&b| f32::from(b) * 0.5).collect();
+    let x = rt.alloc_u32(n as u64, Placement::DeviceShared).unwrap();
+    let y = rt.alloc_u32(n as u64, Placement::HostCached).unwrap();
+    x.write_u32(0, bytemuck::cast_slice(&xs)).unwrap();
+    y.write_u32(0, bytemuck::cast_slice(&ys)).unwrap();
+
+    let minmax = run(&rt, "minmax-f32", &[&x], n as u32, [0; 4]);
+    let finite = xs.iter().filter(|v| !v.is_nan());
+    let min = finite.clone().fold(f32::INFINITY, |m, &v| m.min(v));
+    let max = finite.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    assert_eq!(minmax.results[..2], [min.to_bits(), max.to_bits()]);
+
+    let a = 1.5f32;
+    run(&rt, "saxpy", &[&x, &y], n as u32, [a.to_bits(), 0, 0, 0]);
+    let expected: Vec<u32> = xs.iter().zip(&ys).map(|(&x, &y)| (a * x + y).to_bits()).collect();
+    let got = y.read_u32(0, n as u64).unwrap();
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        let both_nan = f32::from_bits(*g).is_nan() && f32::from_bits(*e).is_nan();
+        assert!(g == e || both_nan, "saxpy element {i}: {g:#x} vs {e:#x}");
+    }
+    rt.finish();
+}
