@@ -387,6 +387,12 @@ impl Runtime {
         )?)))
     }
 
+    /// The most fuel a VM job may have on this device (one epoch must be able to hold it).
+    pub fn max_fuel(&self) -> u32 {
+        let per_instruction = layout::ITERATIONS_PER_STEP + layout::VM_ITERATIONS_PER_PHASE;
+        (self.shared.max_cost / per_instruction).saturating_sub(1)
+    }
+
     /// Uploads a verified program for [`Job::program`].
     pub fn load_program(&self, program: crate::vm::VerifiedProgram) -> Result<DeviceProgram> {
         DeviceProgram::upload(&self.shared.ctx, program)

@@ -30,11 +30,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Assemble, verify and run a bytecode program on the device; print its results.
+    Run(RunArgs),
     /// Measurements, each against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+/// Options of `megaring run`.
+#[derive(Args)]
+struct RunArgs {
+    /// An assembly file (`*.asm`) or a library program name (`lines`, `count-byte`, ...).
+    program: String,
+    /// File whose bytes are buffer b0 (default: none, an empty buffer).
+    #[arg(long)]
+    input: Option<std::path::PathBuf>,
+    /// Argument words, in order (up to 4; decimal or 0x hex).
+    #[arg(long = "arg", value_parser = parse_word)]
+    args: Vec<u32>,
+    /// Grid size (default: the input's length in bytes).
+    #[arg(long)]
+    grid: Option<u32>,
+    /// Instructions per lane (default: the most this device allows per job).
+    #[arg(long)]
+    fuel: Option<u32>,
+    /// u32 words of the output buffer b1 to allocate and print (non-zero words only).
+    #[arg(long, default_value_t = 256)]
+    output_words: u32,
+}
+
+fn parse_word(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse::<u32>(),
+    };
+    parsed.map_err(|e| format!("`{s}` is not a u32 ({e})"))
 }
 
 #[derive(Subcommand)]
@@ -94,11 +126,12 @@ fn main() -> ExitCode {
         validation: cli.validation || RuntimeConfig::default().validation,
         ..RuntimeConfig::default()
     };
-    let outcome = match cli.command {
-        Command::Info { json } => info(config, json),
+    let outcome: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Info { json } => info(config, json).map_err(Into::into),
         Command::Bench {
             what: BenchCommand::Latency(args),
-        } => latency(config, args),
+        } => latency(config, args).map_err(Into::into),
+        Command::Run(args) => run(config, args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -218,6 +251,72 @@ fn info(config: RuntimeConfig, json: bool) -> megaring::Result<()> {
         println!("Validation layer: {}", if i.validation { "on" } else { "off" });
     }
     runtime.shutdown()
+}
+
+fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use megaring::vm::{assemble, library::library_program, verify, VmError};
+    if args.args.len() > 4 {
+        return Err(format!("{} arguments given; a job takes at most 4", args.args.len()).into());
+    }
+    let program = match library_program(&args.program) {
+        Some(library) => verify(&assemble(library.source)?, 2)?,
+        None => {
+            let source = std::fs::read_to_string(&args.program).map_err(|e| {
+                format!(
+                    "cannot read {}: {e} (give a .asm file or a library program name)",
+                    args.program
+                )
+            })?;
+            let parsed = assemble(&source).map_err(|e| match &e {
+                VmError::Syntax { line, column, message } => {
+                    let text = source.lines().nth(line - 1).unwrap_or("");
+                    let caret = " ".repeat(column - 1);
+                    format!("{}:{line}:{column}: {message}\n    {text}\n    {caret}^", args.program)
+                }
+                _ => format!("{}: {e}", args.program),
+            })?;
+            verify(&parsed, 2).map_err(|e| format!("{}: {e}", args.program))?
+        }
+    };
+    let input = match &args.input {
+        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => Vec::new(),
+    };
+    let runtime = Runtime::new(config)?;
+    let mut words = vec![0u32; input.len().div_ceil(4).max(1)];
+    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..input.len()].copy_from_slice(&input);
+    let b0 = runtime.alloc_u32(words.len() as u64, Placement::DeviceShared)?;
+    b0.write_u32(0, &words)?;
+    let b1 = runtime.alloc_u32(u64::from(args.output_words.max(1)), Placement::HostCached)?;
+    let grid = match args.grid {
+        Some(grid) => grid,
+        None => u32::try_from(input.len()).map_err(|_| "input longer than 4 GiB; give --grid")?,
+    };
+    let mut job_args = [0u32; 4];
+    job_args[..args.args.len()].copy_from_slice(&args.args);
+    let fuel = args.fuel.unwrap_or(runtime.max_fuel());
+    let loaded = runtime.load_program(program)?;
+    let table = runtime.buffer_table(&[&b0, &b1])?;
+    let outcome = runtime
+        .submit(megaring::Job::program(&loaded, &table, grid, job_args, fuel)?)?
+        .wait();
+    let shown = b1.read_u32(0, u64::from(args.output_words.max(1)))?;
+    runtime.shutdown()?;
+    let done = outcome?;
+    for (k, r) in done.results.iter().enumerate() {
+        // Show the f32 reading only where the word looks like a normal float.
+        let exponent = (r >> 23) & 0xff;
+        let float = if exponent != 0 && exponent != 0xff {
+            format!(", f32 {}", f32::from_bits(*r))
+        } else {
+            String::new()
+        };
+        println!("result {k}: {r} ({r:#010x}{float})");
+    }
+    for (k, w) in shown.iter().enumerate().filter(|(_, w)| **w != 0) {
+        println!("b1[{k}] = {w}");
+    }
+    Ok(())
 }
 
 fn latency(config: RuntimeConfig, args: LatencyArgs) -> megaring::Result<()> {
