@@ -101,3 +101,32 @@ fn float_programs_equal_ieee_arithmetic_on_the_cpu() {
     }
     rt.finish();
 }
+
+#[test]
+fn crc32_equals_zlib_on_a_real_file() {
+    let rt = TestRuntime::new(config());
+    // The first bytes of a real file (this test's source), up to the size whose per-lane
+    // work fits one lavapipe epoch.
+    let file = std::fs::read(file!()).unwrap();
+    let (table, x2n) = megaring::vm::library::crc32_tables();
+    let tables = [
+        rt.alloc_u32(256, Placement::DeviceShared).unwrap(),
+        rt.alloc_u32(32, Placement::DeviceShared).unwrap(),
+    ];
+    tables[0].write_u32(0, &table).unwrap();
+    tables[1].write_u32(0, &x2n).unwrap();
+    for len in [0usize, 1, 63, 600] {
+        let data = &file[..len];
+        let input = upload(&rt, data);
+        let accumulator = rt.alloc_u32(1, Placement::DeviceShared).unwrap();
+        let library = library_program("crc32").unwrap();
+        let program = rt.load_program(library.load().unwrap()).unwrap();
+        let table = rt
+            .buffer_table(&[&input, &tables[0], &tables[1], &accumulator])
+            .unwrap();
+        let job = Job::program(&program, &table, len as u32, [0; 4], rt.max_fuel()).unwrap();
+        let done = rt.submit(job).unwrap().wait().unwrap();
+        assert_eq!(done.results[0], crc32fast::hash(data), "{len} bytes");
+    }
+    rt.finish();
+}

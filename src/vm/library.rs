@@ -3,7 +3,7 @@
 //! i += lanes`). Their results are tested against independent CPU computations
 //! (`tests/vm_library.rs`).
 //!
-//! Not yet here: `crc32` (per-lane CRCs combined in GF(2)) and `count-literal`.
+//! Not yet here: `count-literal`.
 
 use super::{assemble, verify, VerifiedProgram, VmError};
 
@@ -170,7 +170,127 @@ pub const LIBRARY: &[LibraryProgram] = &[
     done: halt
 ",
     },
+    LibraryProgram {
+        name: "crc32",
+        doc: "CRC-32 (IEEE, equal to zlib's crc32) of b0's first grid bytes -> result 0. b1 = crc32_tables().0 \
+              (256 words), b2 = crc32_tables().1 (32 words), b3 = one zeroed u32 (the XOR accumulator).",
+        buffers: 4,
+        per_element: 11,
+        source: "
+        ; crc32: each lane takes a contiguous chunk, computes its raw CRC (lane 0 starts
+        ; from 0xFFFFFFFF, the others from 0), multiplies it by x^(8n) mod P where n is the
+        ; number of bytes after the chunk, and the lanes XOR their results into b3[0].
+        ; CRC is linear in GF(2), so the XOR of the shifted parts is the whole CRC.
+        lane r1
+        lanes r2
+        grid r3
+        movi r23, 1
+        movi r24, 0xEDB88320
+        add r4, r3, r2
+        addi r4, r4, -1
+        divu r4, r4, r2
+        mul r5, r1, r4
+        add r6, r5, r4
+        minu r6, r6, r3
+        minu r5, r5, r3
+        movi r7, 0
+        brnz r1, bytes
+        movi r7, 0xFFFFFFFF
+    bytes: ltu r8, r5, r6
+        brz r8, shift
+        ld8 r9, b0[r5]
+        xor r9, r9, r7
+        movi r10, 255
+        and r9, r9, r10
+        ld32 r9, b1[r9]
+        movi r10, 8
+        shru r11, r7, r10
+        xor r7, r9, r11
+        addi r5, r5, 1
+        jmp bytes
+    shift: sub r12, r3, r6
+        movi r13, 0x80000000
+        movi r14, 3
+    xn: brz r12, apply
+        and r15, r12, r23
+        brz r15, xn_next
+        movi r16, 31
+        and r16, r14, r16
+        ld32 r17, b2[r16]
+        ; r13 = multmodp(r17, r13): r17 times r13 modulo the CRC polynomial (zlib)
+        movi r20, 0x80000000
+        movi r21, 0
+    mx_top: and r22, r17, r20
+        brz r22, mx_shift
+        xor r21, r21, r13
+        addi r22, r20, -1
+        and r22, r17, r22
+        brz r22, mx_done
+    mx_shift: shru r20, r20, r23
+        and r22, r13, r23
+        shru r13, r13, r23
+        brz r22, mx_top
+        xor r13, r13, r24
+        jmp mx_top
+    mx_done: mov r13, r21
+    xn_next: shru r12, r12, r23
+        addi r14, r14, 1
+        jmp xn
+    apply: brz r7, merge
+        ; r7 = multmodp(r13, r7): r13 times r7 modulo the CRC polynomial (zlib)
+        movi r20, 0x80000000
+        movi r21, 0
+    ma_top: and r22, r13, r20
+        brz r22, ma_shift
+        xor r21, r21, r7
+        addi r22, r20, -1
+        and r22, r13, r22
+        brz r22, ma_done
+    ma_shift: shru r20, r20, r23
+        and r22, r7, r23
+        shru r7, r7, r23
+        brz r22, ma_top
+        xor r7, r7, r24
+        jmp ma_top
+    ma_done: mov r7, r21
+    merge: movi r25, 0
+        atomic.xor r31, b3[r25], r7
+        red.add r26, r25
+        ld32 r27, b3[r25]
+        not r27, r27
+        result 0, r27
+        halt
+",
+    },
 ];
+
+/// The host-side tables `crc32` needs: the byte table (256 words) and x^(2^k) mod P for
+/// k = 0..31 (zlib's `x2n_table`).
+pub fn crc32_tables() -> (Vec<u32>, Vec<u32>) {
+    const POLY: u32 = 0xEDB8_8320;
+    let table = (0..256u32)
+        .map(|n| (0..8).fold(n, |c, _| if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 }))
+        .collect();
+    let multmodp = |a: u32, mut b: u32| {
+        let (mut m, mut p) = (1u32 << 31, 0u32);
+        loop {
+            if a & m != 0 {
+                p ^= b;
+                if a & (m - 1) == 0 {
+                    return p;
+                }
+            }
+            m >>= 1;
+            b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
+        }
+    };
+    let mut x2n = vec![1u32 << 30]; // x^1
+    for k in 1..32 {
+        let prev = x2n[k - 1];
+        x2n.push(multmodp(prev, prev));
+    }
+    (table, x2n)
+}
 
 /// The library program called `name`.
 pub fn library_program(name: &str) -> Option<&'static LibraryProgram> {
@@ -180,6 +300,37 @@ pub fn library_program(name: &str) -> Option<&'static LibraryProgram> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32_on_the_reference_interpreter_equals_zlib() {
+        use crate::vm::interp::{run, Launch};
+        let program = library_program("crc32").unwrap().load().unwrap();
+        let (table, x2n) = crc32_tables();
+        for (len, lanes) in [(0usize, 8u32), (1, 8), (7, 8), (300, 8), (1000, 64), (513, 1)] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut padded = data.clone();
+            padded.resize(len.div_ceil(4) * 4 + 4, 0);
+            let mut buffers = vec![
+                padded,
+                bytemuck::cast_slice(&table).to_vec(),
+                bytemuck::cast_slice(&x2n).to_vec(),
+                vec![0u8; 4],
+            ];
+            let launch = Launch {
+                lanes,
+                grid: len as u32,
+                args: [0; 4],
+                fuel: 100_000,
+            };
+            let out = run(&program, &launch, &mut buffers);
+            assert_eq!(
+                out.status,
+                crate::ring::layout::STATUS_OK,
+                "{len} bytes, {lanes} lanes: {out:?}"
+            );
+            assert_eq!(out.results[0], crc32fast::hash(&data), "{len} bytes, {lanes} lanes");
+        }
+    }
 
     #[test]
     fn every_library_program_assembles_and_verifies() {
