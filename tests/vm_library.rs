@@ -130,3 +130,52 @@ fn crc32_equals_zlib_on_a_real_file() {
     }
     rt.finish();
 }
+
+/// Python's bytes.count: non-overlapping occurrences, greedy from the left.
+fn bytes_count(hay: &[u8], needle: &[u8]) -> u32 {
+    let (mut i, mut n) = (0, 0);
+    while i + needle.len() <= hay.len() {
+        if &hay[i..i + needle.len()] == needle {
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn count_literal_equals_bytes_count_across_chunk_borders() {
+    let rt = TestRuntime::new(config());
+    let hay = b"aaaa abab ababab aaab the then the end aaaaaaa".repeat(4);
+    let input = upload(&rt, &hay);
+    let library = library_program("count-literal").unwrap();
+    let program = rt.load_program(library.load().unwrap()).unwrap();
+    for needle in [&b"a"[..], b"aa", b"aaa", b"abab", b"the", b"xyz"] {
+        let literal = upload(&rt, needle);
+        let scratch = rt
+            .alloc_u32(
+                2 * u64::from(rt.info().lanes) * needle.len() as u64,
+                Placement::DeviceShared,
+            )
+            .unwrap();
+        let table = rt.buffer_table(&[&input, &literal, &scratch]).unwrap();
+        let job = Job::program(
+            &program,
+            &table,
+            hay.len() as u32,
+            [needle.len() as u32, 0, 0, 0],
+            rt.max_fuel(),
+        )
+        .unwrap();
+        let done = rt.submit(job).unwrap().wait().unwrap();
+        assert_eq!(
+            done.results[0],
+            bytes_count(&hay, needle),
+            "`{}`",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    rt.finish();
+}

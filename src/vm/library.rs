@@ -3,7 +3,7 @@
 //! i += lanes`). Their results are tested against independent CPU computations
 //! (`tests/vm_library.rs`).
 //!
-//! Not yet here: `count-literal`.
+//! Every program the VM issue names is here.
 
 use super::{assemble, verify, VerifiedProgram, VmError};
 
@@ -262,6 +262,83 @@ pub const LIBRARY: &[LibraryProgram] = &[
         halt
 ",
     },
+    LibraryProgram {
+        name: "count-literal",
+        doc: "Non-overlapping occurrences of b1's first `arg 0` bytes among b0's first grid bytes, like \
+              Python's bytes.count -> result 0. b2: scratch of at least 2 * lanes * arg0 u32 words.",
+        buffers: 3,
+        per_element: 40,
+        source: "
+        ; count-literal: non-overlapping occurrences of b1's first m = arg 0 bytes (m >= 1)
+        ; among b0's first grid bytes, scanning greedily from the start like bytes.count.
+        ; Each lane scans its contiguous chunk once per entry offset e < m (where the greedy
+        ; scan may enter the chunk) and stores (count, overshoot past the chunk's end) in
+        ; b2[2 * (lane * m + e)]; after a barrier, lane 0 chains the lanes in order.
+        lane r1
+        lanes r2
+        grid r3
+        arg r4, 0
+        add r5, r3, r2
+        addi r5, r5, -1
+        divu r5, r5, r2
+        mul r6, r1, r5
+        add r7, r6, r5
+        minu r7, r7, r3
+        minu r6, r6, r3
+        movi r8, 0
+    entry: ltu r9, r8, r4
+        brz r9, chain
+        add r10, r6, r8
+        movi r11, 0
+    scan: ltu r9, r10, r7
+        brz r9, record
+        movi r12, 0
+    cmp: ltu r9, r12, r4
+        brz r9, matched
+        add r13, r10, r12
+        ltu r9, r13, r3
+        brz r9, nomatch
+        ld8 r14, b0[r13]
+        ld8 r15, b1[r12]
+        ne r9, r14, r15
+        brnz r9, nomatch
+        addi r12, r12, 1
+        jmp cmp
+    matched: addi r11, r11, 1
+        add r10, r10, r4
+        jmp scan
+    nomatch: addi r10, r10, 1
+        jmp scan
+    record: mul r16, r1, r4
+        add r16, r16, r8
+        add r16, r16, r16
+        st32 b2[r16], r11
+        sub r17, r10, r7
+        addi r16, r16, 1
+        st32 b2[r16], r17
+        addi r8, r8, 1
+        jmp entry
+    chain: movi r18, 0
+        red.add r19, r18
+        brnz r1, done
+        movi r20, 0
+        movi r21, 0
+        movi r22, 0
+    link: ltu r9, r20, r2
+        brz r9, total
+        mul r16, r20, r4
+        add r16, r16, r21
+        add r16, r16, r16
+        ld32 r23, b2[r16]
+        add r22, r22, r23
+        addi r16, r16, 1
+        ld32 r21, b2[r16]
+        addi r20, r20, 1
+        jmp link
+    total: result 0, r22
+    done: halt
+",
+    },
 ];
 
 /// The host-side tables `crc32` needs: the byte table (256 words) and x^(2^k) mod P for
@@ -329,6 +406,61 @@ mod tests {
                 "{len} bytes, {lanes} lanes: {out:?}"
             );
             assert_eq!(out.results[0], crc32fast::hash(&data), "{len} bytes, {lanes} lanes");
+        }
+    }
+
+    /// Python's bytes.count: non-overlapping, greedy from the left.
+    fn bytes_count(hay: &[u8], needle: &[u8]) -> u32 {
+        let (mut i, mut n) = (0, 0);
+        while i + needle.len() <= hay.len() {
+            if &hay[i..i + needle.len()] == needle {
+                n += 1;
+                i += needle.len();
+            } else {
+                i += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn count_literal_on_the_reference_interpreter_equals_bytes_count() {
+        use crate::vm::interp::{run, Launch};
+        let program = library_program("count-literal").unwrap().load().unwrap();
+        let hay = b"aaaaabaaaaab abab ababab aaab abcabcabc aaaaaaaaaaaaaaaaa the end".repeat(3);
+        for needle in [
+            &b"a"[..],
+            b"aa",
+            b"aaa",
+            b"ab",
+            b"abab",
+            b"abc",
+            b"the",
+            b"zz",
+            b"aaaaaaaaaaaaaaaaaaaa",
+        ] {
+            for lanes in [1u32, 3, 8, 64] {
+                let mut padded_hay = hay.clone();
+                padded_hay.resize(hay.len().div_ceil(4) * 4, 0);
+                let mut padded_needle = needle.to_vec();
+                padded_needle.resize(needle.len().div_ceil(4) * 4, 0);
+                let scratch = vec![0u8; 8 * lanes as usize * needle.len()];
+                let mut buffers = vec![padded_hay, padded_needle, scratch];
+                let launch = Launch {
+                    lanes,
+                    grid: hay.len() as u32,
+                    args: [needle.len() as u32, 0, 0, 0],
+                    fuel: 1_000_000,
+                };
+                let out = run(&program, &launch, &mut buffers);
+                let shown = String::from_utf8_lossy(needle);
+                assert_eq!(
+                    out.status,
+                    crate::ring::layout::STATUS_OK,
+                    "{shown} on {lanes} lanes: {out:?}"
+                );
+                assert_eq!(out.results[0], bytes_count(&hay, needle), "`{shown}` on {lanes} lanes");
+            }
         }
     }
 
