@@ -268,3 +268,126 @@ pub fn submit_fence_baseline(ctx: &Arc<Context>, iterations: usize) -> Result<Su
         .collect::<Result<Vec<_>>>()?;
     Ok(Summary::of(&mut samples))
 }
+
+/// Interpreted vs native time of one library program on the same data and the same
+/// parallelism (one workgroup of the device's lanes): the interpreter's overhead.
+#[derive(Clone, Debug)]
+pub struct VmComparison {
+    /// Library program (`sum-u32` or `saxpy`).
+    pub program: &'static str,
+    /// Elements processed.
+    pub elements: u32,
+    /// Job round trips through the ring (interpreted).
+    pub interpreted: Summary,
+    /// `vkQueueSubmit` + fence of the native shader (`glsl/baselines/`).
+    pub native: Summary,
+}
+
+impl VmComparison {
+    /// interpreted / native, at the median.
+    pub fn ratio(&self) -> f64 {
+        ratio(self.interpreted.p50, self.native.p50)
+    }
+
+    /// The comparison as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "program": self.program,
+            "elements": self.elements,
+            "interpreted": self.interpreted.to_json(),
+            "native": self.native.to_json(),
+            "interpreted_over_native_p50": self.ratio(),
+        })
+    }
+}
+
+/// Measures `sum-u32` and `saxpy` over `elements` elements, `samples` runs each; checks that
+/// both paths compute the same thing before timing them.
+pub fn vm_vs_native(config: &crate::RuntimeConfig, elements: u32, samples: usize) -> Result<Vec<VmComparison>> {
+    use crate::vm::library::library_program;
+    let data: Vec<u32> = (0..elements).map(|i| i.wrapping_mul(2_654_435_761) >> 8).collect();
+    let a = 0.75f32;
+    let mut out = Vec::new();
+    for name in ["sum-u32", "saxpy"] {
+        // Native first, on a context of its own (a resident megakernel would hold the queue).
+        let ctx = Arc::new(Context::new(&config.device, config.validation)?);
+        let lanes = config.lanes.unwrap_or(if ctx.caps().lavapipe { 8 } else { 64 });
+        let spirv = if name == "sum-u32" {
+            crate::shaders::SUM_U32
+        } else {
+            crate::shaders::SAXPY
+        };
+        let pipeline = ComputePipeline::new(&ctx, spirv, 24, &[(0, lanes), (1, lanes)])?;
+        let x = Buffer::new(&ctx, "bench x", u64::from(elements.max(1)) * 4, Placement::DeviceShared)?;
+        let y = Buffer::new(&ctx, "bench y", u64::from(elements.max(1)) * 4, Placement::DeviceShared)?;
+        x.write_bytes(0, bytemuck::cast_slice(&data));
+        let mut push = [0u8; 24];
+        push[..8].copy_from_slice(&x.address().to_le_bytes());
+        push[8..16].copy_from_slice(&y.address().to_le_bytes());
+        push[16..20].copy_from_slice(&elements.to_le_bytes());
+        push[20..24].copy_from_slice(&a.to_bits().to_le_bytes());
+        let mut dispatcher = Dispatcher::new(&ctx)?;
+        dispatcher.record(&pipeline, &push, 1)?;
+        let mut native = Vec::with_capacity(samples);
+        for _ in 0..samples + 1 {
+            y.write_bytes(0, &vec![0u8; elements as usize * 4]);
+            let start = Instant::now();
+            dispatcher.submit()?;
+            dispatcher.wait(Duration::from_secs(600))?;
+            native.push(start.elapsed());
+        }
+        native.remove(0); // warm-up
+        let mut native_out = vec![0u8; elements.max(1) as usize * 4];
+        y.read_bytes(0, &mut native_out);
+        drop((dispatcher, pipeline, x, y, ctx));
+
+        // Interpreted: the library program as a job through the ring.
+        let budget = config.epoch_budget.or(Some(1 << 30));
+        let runtime = Runtime::new(crate::RuntimeConfig {
+            lanes: Some(lanes),
+            epoch_budget: budget,
+            ..config.clone()
+        })
+        .or_else(|_| {
+            Runtime::new(crate::RuntimeConfig {
+                lanes: Some(lanes),
+                ..config.clone()
+            })
+        })?;
+        let library = library_program(name).expect("library program");
+        let program = runtime.load_program(library.load()?)?;
+        let bx = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
+        let by = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
+        bx.write_u32(0, &data)?;
+        let table = runtime.buffer_table(&[&bx, &by])?;
+        let fuel = library.fuel(elements, runtime.info().lanes);
+        let mut interpreted = Vec::with_capacity(samples);
+        let mut last = None;
+        for _ in 0..samples + 1 {
+            by.write_u32(0, &vec![0u32; elements as usize])?;
+            let job = Job::program(&program, &table, elements, [a.to_bits(), 0, 0, 0], fuel)?;
+            let start = Instant::now();
+            last = Some(runtime.submit(job)?.wait()?);
+            interpreted.push(start.elapsed());
+        }
+        interpreted.remove(0);
+        let agree = if name == "sum-u32" {
+            last.map(|c| c.results[0]) == Some(u32::from_le_bytes(native_out[..4].try_into().expect("4 bytes")))
+        } else {
+            by.read_u32(0, u64::from(elements))? == bytemuck::cast_slice::<u8, u32>(&native_out)[..elements as usize]
+        };
+        runtime.shutdown()?;
+        if !agree {
+            return Err(Error::InvalidConfig(format!(
+                "{name}: interpreted and native results differ"
+            )));
+        }
+        out.push(VmComparison {
+            program: if name == "sum-u32" { "sum-u32" } else { "saxpy" },
+            elements,
+            interpreted: Summary::of(&mut interpreted),
+            native: Summary::of(&mut native),
+        });
+    }
+    Ok(out)
+}

@@ -73,6 +73,22 @@ fn parse_word(s: &str) -> Result<u32, String> {
 enum BenchCommand {
     /// Ring round trip vs vkQueueSubmit + fence, jobs/s, and relaunch after an idle park.
     Latency(LatencyArgs),
+    /// Interpreted vs native time of `sum-u32` and `saxpy`, one workgroup each.
+    Vm(VmArgs),
+}
+
+/// Options of `megaring bench vm`.
+#[derive(Args)]
+struct VmArgs {
+    /// Elements per run (default: 2,000 on lavapipe, 16,777,216 elsewhere).
+    #[arg(long)]
+    elements: Option<u32>,
+    /// Runs per side.
+    #[arg(long, default_value_t = 10)]
+    samples: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `megaring bench latency`.
@@ -132,6 +148,9 @@ fn main() -> ExitCode {
             what: BenchCommand::Latency(args),
         } => latency(config, args).map_err(Into::into),
         Command::Run(args) => run(config, args),
+        Command::Bench {
+            what: BenchCommand::Vm(args),
+        } => bench_vm(config, args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -316,6 +335,29 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
     for (k, w) in shown.iter().enumerate().filter(|(_, w)| **w != 0) {
         println!("b1[{k}] = {w}");
     }
+    Ok(())
+}
+
+fn bench_vm(config: RuntimeConfig, args: VmArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let lavapipe = list_devices()?.iter().all(|d| d.lavapipe);
+    let elements = args.elements.unwrap_or(if lavapipe { 2_000 } else { 1 << 24 });
+    let results = bench::vm_vs_native(&config, elements, args.samples.max(1))?;
+    if args.json {
+        let value = serde_json::json!(results.iter().map(|r| r.to_json()).collect::<Vec<_>>());
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    for r in &results {
+        println!(
+            "{:<8} {:>10} elements: interpreted p50 {:>10.1} us, native p50 {:>10.1} us -> interpreted / native = {:.2}",
+            r.program,
+            r.elements,
+            bench::micros(r.interpreted.p50),
+            bench::micros(r.native.p50),
+            r.ratio()
+        );
+    }
+    println!("(one workgroup each: the interpreter's overhead at equal parallelism; both include their submission)");
     Ok(())
 }
 

@@ -1,0 +1,37 @@
+#version 460
+// Native baseline of the `sum-u32` library program for `megaring bench vm`: the same work
+// on the same parallelism (one workgroup of LANES lanes striding over the elements, then a
+// workgroup reduction), compiled instead of interpreted.
+#extension GL_EXT_buffer_reference : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint LANES = 64u;
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer Words {
+    uint v[];
+};
+layout(push_constant) uniform Push {
+    uint64_t src;
+    uint64_t dst;
+    uint n;
+} push;
+
+shared uint s_sum[64];
+
+void main() {
+    uint lane = gl_LocalInvocationID.x;
+    Words src = Words(push.src);
+    uint acc = 0u;
+    for (uint i = lane; i < push.n; i += LANES) {
+        acc += src.v[i];
+    }
+    s_sum[lane] = acc;
+    barrier();
+    if (lane == 0u) {
+        uint total = 0u;
+        for (uint k = 0u; k < LANES; k++) {
+            total += s_sum[k];
+        }
+        Words(push.dst).v[0] = total;
+    }
+}
