@@ -301,47 +301,144 @@ impl VmComparison {
     }
 }
 
+/// Input data of the VM comparison: `elements` pseudo-random u32 (f32 bit patterns for
+/// `saxpy` come from the same words).
+fn vm_input(elements: u32) -> Vec<u32> {
+    (0..elements).map(|i| i.wrapping_mul(2_654_435_761) >> 8).collect()
+}
+
+/// The `saxpy` coefficient the comparison uses.
+const SAXPY_A: f32 = 0.75;
+
+/// A library program's native baseline (`glsl/baselines/`) on a context of its own: one
+/// workgroup of `lanes` lanes over `elements` elements.
+pub struct NativeBaseline {
+    dispatcher: Dispatcher,
+    _pipeline: ComputePipeline,
+    _x: Buffer,
+    y: Buffer,
+    elements: u32,
+}
+
+impl NativeBaseline {
+    /// Builds the baseline of `program` (`sum-u32` or `saxpy`).
+    pub fn new(ctx: &Arc<Context>, program: &str, lanes: u32, elements: u32) -> Result<Self> {
+        let spirv = match program {
+            "sum-u32" => crate::shaders::SUM_U32,
+            "saxpy" => crate::shaders::SAXPY,
+            other => return Err(Error::InvalidConfig(format!("no native baseline for `{other}`"))),
+        };
+        let pipeline = ComputePipeline::new(ctx, spirv, 24, &[(0, lanes), (1, lanes)])?;
+        let x = Buffer::new(
+            ctx,
+            "baseline x",
+            u64::from(elements.max(1)) * 4,
+            Placement::DeviceShared,
+        )?;
+        let y = Buffer::new(
+            ctx,
+            "baseline y",
+            u64::from(elements.max(1)) * 4,
+            Placement::DeviceShared,
+        )?;
+        x.write_bytes(0, bytemuck::cast_slice(&vm_input(elements)));
+        let mut push = [0u8; 24];
+        push[..8].copy_from_slice(&x.address().to_le_bytes());
+        push[8..16].copy_from_slice(&y.address().to_le_bytes());
+        push[16..20].copy_from_slice(&elements.to_le_bytes());
+        push[20..24].copy_from_slice(&SAXPY_A.to_bits().to_le_bytes());
+        let mut dispatcher = Dispatcher::new(ctx)?;
+        dispatcher.record(&pipeline, &push, 1)?;
+        Ok(NativeBaseline {
+            dispatcher,
+            _pipeline: pipeline,
+            _x: x,
+            y,
+            elements,
+        })
+    }
+
+    /// One run (output cleared first, not timed); returns the submit + fence time.
+    pub fn run(&mut self) -> Result<Duration> {
+        self.y.write_bytes(0, &vec![0u8; self.elements as usize * 4]);
+        let start = Instant::now();
+        self.dispatcher.submit()?;
+        self.dispatcher.wait(Duration::from_secs(600))?;
+        Ok(start.elapsed())
+    }
+
+    /// The output buffer's words.
+    pub fn output(&self) -> Vec<u32> {
+        let mut out = vec![0u32; self.elements.max(1) as usize];
+        self.y.read_bytes(0, bytemuck::cast_slice_mut(&mut out));
+        out
+    }
+}
+
+/// A library program as a job through the ring, on the same input as [`NativeBaseline`].
+pub struct InterpretedRun {
+    program: crate::DeviceProgram,
+    table: crate::BufferTable,
+    y: crate::DeviceBuffer,
+    elements: u32,
+    fuel: u32,
+}
+
+impl InterpretedRun {
+    /// Uploads `program` (a library name) and its buffers to `runtime`.
+    pub fn new(runtime: &Runtime, program: &str, elements: u32) -> Result<Self> {
+        let library = crate::vm::library::library_program(program)
+            .ok_or_else(|| Error::InvalidConfig(format!("no library program `{program}`")))?;
+        let loaded = runtime.load_program(library.load()?)?;
+        let x = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
+        let y = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
+        x.write_u32(0, &vm_input(elements))?;
+        let table = runtime.buffer_table(&[&x, &y])?;
+        let fuel = library.fuel(elements, runtime.info().lanes);
+        Ok(InterpretedRun {
+            program: loaded,
+            table,
+            y,
+            elements,
+            fuel,
+        })
+    }
+
+    /// One run (output cleared first, not timed); returns the round trip and the completion.
+    pub fn run(&self, runtime: &Runtime) -> Result<(Duration, crate::Completion)> {
+        self.y.write_u32(0, &vec![0u32; self.elements as usize])?;
+        let job = Job::program(
+            &self.program,
+            &self.table,
+            self.elements,
+            [SAXPY_A.to_bits(), 0, 0, 0],
+            self.fuel,
+        )?;
+        let start = Instant::now();
+        let done = runtime.submit(job)?.wait()?;
+        Ok((start.elapsed(), done))
+    }
+
+    /// The output buffer's words.
+    pub fn output(&self) -> Result<Vec<u32>> {
+        self.y.read_u32(0, u64::from(self.elements))
+    }
+}
+
 /// Measures `sum-u32` and `saxpy` over `elements` elements, `samples` runs each; checks that
-/// both paths compute the same thing before timing them.
+/// both paths compute the same thing before reporting.
 pub fn vm_vs_native(config: &crate::RuntimeConfig, elements: u32, samples: usize) -> Result<Vec<VmComparison>> {
-    use crate::vm::library::library_program;
-    let data: Vec<u32> = (0..elements).map(|i| i.wrapping_mul(2_654_435_761) >> 8).collect();
-    let a = 0.75f32;
     let mut out = Vec::new();
     for name in ["sum-u32", "saxpy"] {
         // Native first, on a context of its own (a resident megakernel would hold the queue).
         let ctx = Arc::new(Context::new(&config.device, config.validation)?);
         let lanes = config.lanes.unwrap_or(if ctx.caps().lavapipe { 8 } else { 64 });
-        let spirv = if name == "sum-u32" {
-            crate::shaders::SUM_U32
-        } else {
-            crate::shaders::SAXPY
-        };
-        let pipeline = ComputePipeline::new(&ctx, spirv, 24, &[(0, lanes), (1, lanes)])?;
-        let x = Buffer::new(&ctx, "bench x", u64::from(elements.max(1)) * 4, Placement::DeviceShared)?;
-        let y = Buffer::new(&ctx, "bench y", u64::from(elements.max(1)) * 4, Placement::DeviceShared)?;
-        x.write_bytes(0, bytemuck::cast_slice(&data));
-        let mut push = [0u8; 24];
-        push[..8].copy_from_slice(&x.address().to_le_bytes());
-        push[8..16].copy_from_slice(&y.address().to_le_bytes());
-        push[16..20].copy_from_slice(&elements.to_le_bytes());
-        push[20..24].copy_from_slice(&a.to_bits().to_le_bytes());
-        let mut dispatcher = Dispatcher::new(&ctx)?;
-        dispatcher.record(&pipeline, &push, 1)?;
-        let mut native = Vec::with_capacity(samples);
-        for _ in 0..samples + 1 {
-            y.write_bytes(0, &vec![0u8; elements as usize * 4]);
-            let start = Instant::now();
-            dispatcher.submit()?;
-            dispatcher.wait(Duration::from_secs(600))?;
-            native.push(start.elapsed());
-        }
-        native.remove(0); // warm-up
-        let mut native_out = vec![0u8; elements.max(1) as usize * 4];
-        y.read_bytes(0, &mut native_out);
-        drop((dispatcher, pipeline, x, y, ctx));
+        let mut native = NativeBaseline::new(&ctx, name, lanes, elements)?;
+        let mut native_times = (0..=samples).map(|_| native.run()).collect::<Result<Vec<_>>>()?;
+        native_times.remove(0); // warm-up
+        let native_out = native.output();
+        drop((native, ctx));
 
-        // Interpreted: the library program as a job through the ring.
         let budget = config.epoch_budget.or(Some(1 << 30));
         let runtime = Runtime::new(crate::RuntimeConfig {
             lanes: Some(lanes),
@@ -354,27 +451,19 @@ pub fn vm_vs_native(config: &crate::RuntimeConfig, elements: u32, samples: usize
                 ..config.clone()
             })
         })?;
-        let library = library_program(name).expect("library program");
-        let program = runtime.load_program(library.load()?)?;
-        let bx = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
-        let by = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
-        bx.write_u32(0, &data)?;
-        let table = runtime.buffer_table(&[&bx, &by])?;
-        let fuel = library.fuel(elements, runtime.info().lanes);
-        let mut interpreted = Vec::with_capacity(samples);
+        let interpreted = InterpretedRun::new(&runtime, name, elements)?;
+        let mut times = Vec::with_capacity(samples + 1);
         let mut last = None;
-        for _ in 0..samples + 1 {
-            by.write_u32(0, &vec![0u32; elements as usize])?;
-            let job = Job::program(&program, &table, elements, [a.to_bits(), 0, 0, 0], fuel)?;
-            let start = Instant::now();
-            last = Some(runtime.submit(job)?.wait()?);
-            interpreted.push(start.elapsed());
+        for _ in 0..=samples {
+            let (time, done) = interpreted.run(&runtime)?;
+            times.push(time);
+            last = Some(done);
         }
-        interpreted.remove(0);
+        times.remove(0);
         let agree = if name == "sum-u32" {
-            last.map(|c| c.results[0]) == Some(u32::from_le_bytes(native_out[..4].try_into().expect("4 bytes")))
+            last.map(|c| c.results[0]) == Some(native_out[0])
         } else {
-            by.read_u32(0, u64::from(elements))? == bytemuck::cast_slice::<u8, u32>(&native_out)[..elements as usize]
+            interpreted.output()? == native_out[..elements as usize]
         };
         runtime.shutdown()?;
         if !agree {
@@ -385,8 +474,8 @@ pub fn vm_vs_native(config: &crate::RuntimeConfig, elements: u32, samples: usize
         out.push(VmComparison {
             program: if name == "sum-u32" { "sum-u32" } else { "saxpy" },
             elements,
-            interpreted: Summary::of(&mut interpreted),
-            native: Summary::of(&mut native),
+            interpreted: Summary::of(&mut times),
+            native: Summary::of(&mut native_times),
         });
     }
     Ok(out)
