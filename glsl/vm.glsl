@@ -222,6 +222,8 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 r[d] = lanes;
             } else if (op == OP_GRID) {
                 r[d] = job.len;
+            } else if (op == OP_TILE_BEGIN) {
+                r[d] = job.tile_begin;
             } else if (op == OP_ARG) {
                 r[d] = imm == 0u ? job.arg0 : (imm == 1u ? job.arg1 : (imm == 2u ? job.arg2 : job.arg3));
             } else if (op == OP_BUFLEN) {

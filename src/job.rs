@@ -226,10 +226,29 @@ impl Job {
         job.entry.len = grid;
         [job.entry.arg0, job.entry.arg1, job.entry.arg2, job.entry.arg3] = args;
         job.entry.fuel = fuel;
-        job.entry.instructions = program.verified.program().instrs.len() as u32;
         job.keep.push(program.code.clone());
         job.keep.push(table.table.clone());
         job.keep.extend(table.buffers.iter().cloned());
+        Ok(job)
+    }
+
+    /// Like [`Job::program`] for the elements `tile` of a larger grid: `tile.begin` returns
+    /// `tile.start` and `grid` returns `tile.end`. See [`crate::Runtime::submit_tiled`].
+    pub fn program_tile(
+        program: &DeviceProgram,
+        table: &BufferTable,
+        tile: Range<u32>,
+        args: [u32; 4],
+        fuel: u32,
+    ) -> Result<Self> {
+        if tile.start > tile.end {
+            return Err(Error::InvalidConfig(format!(
+                "tile {}..{} is reversed",
+                tile.start, tile.end
+            )));
+        }
+        let mut job = Job::program(program, table, tile.end, args, fuel)?;
+        job.entry.tile_begin = tile.start;
         Ok(job)
     }
 

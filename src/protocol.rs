@@ -240,8 +240,11 @@ shared_constants! {
     OP_RED_FMAX = 68;
     /// Result word imm of the job = r[a] (lane 0's last write counts).
     OP_RESULT = 69;
+    /// r[d] = the first element of this job's tile (0 for an untiled job); `grid` is one
+    /// past its last element.
+    OP_TILE_BEGIN = 70;
     /// Number of opcodes.
-    OP_COUNT = 70;
+    OP_COUNT = 71;
 
     /// Kernel exit reason: no work for `idle_limit` consecutive polls (parked).
     EXIT_IDLE = 1;
@@ -315,8 +318,8 @@ shared_structs! {
         cost: u32,
         /// VM jobs: instructions each lane may execute (fuel). Zero otherwise.
         fuel: u32,
-        /// VM jobs: instructions in the program. Zero otherwise.
-        instructions: u32,
+        /// VM jobs: the first element of the job's tile (`tile.begin`). Zero otherwise.
+        tile_begin: u32,
         /// Publication word: `index + 1` once the entry is complete. Written last.
         seq: u32,
     }

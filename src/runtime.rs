@@ -403,6 +403,34 @@ impl Runtime {
         BufferTable::new(&self.shared.ctx, buffers)
     }
 
+    /// Splits a grid of `grid` elements into tiles of `tile` elements and publishes one job
+    /// per tile ([`Job::program_tile`]); idle workgroups claim them in parallel. Each tile's
+    /// completion carries that tile's results (the caller combines them, e.g.
+    /// `LibraryProgram::combine`). `fuel` is per lane per tile.
+    pub fn submit_tiled(
+        &self,
+        program: &DeviceProgram,
+        table: &BufferTable,
+        grid: u32,
+        tile: u32,
+        args: [u32; 4],
+        fuel: u32,
+    ) -> Result<Vec<JobHandle>> {
+        if tile == 0 {
+            return Err(Error::InvalidConfig(
+                "tile = 0; give the elements per tile (at least 1)".into(),
+            ));
+        }
+        let jobs = (0..grid.div_ceil(tile))
+            .map(|t| {
+                let start = t * tile;
+                Job::program_tile(program, table, start..start.saturating_add(tile).min(grid), args, fuel)
+                    .map(|job| job.with_tag(u64::from(t)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.submit_batch(jobs)
+    }
+
     /// Publishes `job`, waiting while the ring is full (up to `RuntimeConfig::submit_timeout`).
     pub fn submit(&self, job: Job) -> Result<JobHandle> {
         Ok(self.submit_jobs(vec![job], Some(self.submit_timeout))?.remove(0))

@@ -49,6 +49,7 @@ fn a_reduction_program_gives_what_the_reference_interpreter_gives() {
     let launch = Launch {
         lanes: rt.info().lanes,
         grid: n,
+        tile_begin: 0,
         args: [5, 0, 0, 0],
         fuel: 1_500,
     };
@@ -73,6 +74,7 @@ fn expect_fault(
     let launch = Launch {
         lanes: rt.info().lanes,
         grid: 64,
+        tile_begin: 0,
         args: [0; 4],
         fuel,
     };

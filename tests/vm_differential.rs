@@ -214,6 +214,7 @@ fn a_thousand_random_programs_agree_with_the_reference_interpreter() {
         let launch = Launch {
             lanes,
             grid: 64,
+            tile_begin: 0,
             args: case.args,
             fuel,
         };

@@ -179,3 +179,48 @@ fn count_literal_equals_bytes_count_across_chunk_borders() {
     }
     rt.finish();
 }
+
+#[test]
+fn tiled_grids_larger_than_one_job_combine_to_the_cpu_answer() {
+    let rt = TestRuntime::new(config());
+    let lanes = rt.info().lanes;
+    // 60,000 elements: far more than one lavapipe job's fuel covers; 2,000 per tile.
+    let (grid, tile) = (60_000u32, 2_000u32);
+    let data = bytes(grid as usize * 4, 21);
+    let words: &[u32] = bytemuck::cast_slice(&data);
+    let input = upload(&rt, &data);
+    let tiled = |name: &str, buffers: &[&DeviceBuffer], grid: u32, args: [u32; 4]| {
+        let library = library_program(name).unwrap();
+        let program = rt.load_program(library.load().unwrap()).unwrap();
+        let table = rt.buffer_table(buffers).unwrap();
+        let handles = rt
+            .submit_tiled(&program, &table, grid, tile, args, library.fuel(tile, lanes))
+            .unwrap();
+        assert_eq!(handles.len(), grid.div_ceil(tile) as usize);
+        let results: Vec<[u32; 4]> = handles.into_iter().map(|h| h.wait().unwrap().results).collect();
+        library.combine(&results).unwrap()
+    };
+
+    let sum = tiled("sum-u32", &[&input], grid, [0; 4]);
+    assert_eq!(sum[0], words.iter().fold(0u32, |s, &w| s.wrapping_add(w)));
+    let count = tiled("count-byte", &[&input], grid * 4, [0x7f, 0, 0, 0]);
+    assert_eq!(count[0] as usize, data.iter().filter(|&&b| b == 0x7f).count());
+    let bins = rt.alloc_u32(256, Placement::HostCached).unwrap();
+    tiled("histogram", &[&input, &bins], grid * 4, [0; 4]);
+    let mut expected = [0u32; 256];
+    data.iter().for_each(|&b| expected[b as usize] += 1);
+    assert_eq!(bins.read_u32(0, 256).unwrap(), expected);
+
+    let floats: Vec<f32> = words.iter().map(|&w| (w % 100_000) as f32 / 7.0 - 5_000.0).collect();
+    let fx = rt.alloc_u32(u64::from(grid), Placement::DeviceShared).unwrap();
+    fx.write_u32(0, bytemuck::cast_slice(&floats)).unwrap();
+    let minmax = tiled("minmax-f32", &[&fx], grid, [0; 4]);
+    let min = floats.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+    let max = floats.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    assert_eq!(minmax[..2], [min.to_bits(), max.to_bits()]);
+    assert!(
+        library_program("crc32").unwrap().combine(&[[0; 4], [0; 4]]).is_none(),
+        "crc32 is whole-grid only"
+    );
+    rt.finish();
+}

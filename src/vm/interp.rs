@@ -20,8 +20,10 @@ use crate::ring::layout as p;
 pub struct Launch {
     /// Lanes in the workgroup.
     pub lanes: u32,
-    /// Grid size (elements), as `grid` returns.
+    /// One past the last element of the job's tile, as `grid` returns.
     pub grid: u32,
+    /// First element of the job's tile, as `tile.begin` returns (0 untiled).
+    pub tile_begin: u32,
     /// Argument words.
     pub args: [u32; 4],
     /// Instructions each lane may execute.
@@ -327,6 +329,7 @@ fn step_until_sync(
             p::OP_LANE => set(lane_no),
             p::OP_LANES => set(launch.lanes),
             p::OP_GRID => set(launch.grid),
+            p::OP_TILE_BEGIN => set(launch.tile_begin),
             p::OP_ARG => set(launch.args[i.imm as usize]),
             p::OP_BUFLEN => set(buffers.get(i.imm as usize).map_or(0, |b| b.len() as u32)),
             p::OP_RESULT => {
@@ -352,6 +355,7 @@ mod tests {
         Launch {
             lanes,
             grid: 100,
+            tile_begin: 0,
             args: [7, 0, 0, 0],
             fuel: 10_000,
         }

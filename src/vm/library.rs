@@ -1,6 +1,7 @@
 //! Programs shipped with the crate, written in the bytecode's assembly language. Each runs
-//! on one workgroup over a grid of `grid` elements, lanes striding (`i = lane; i < grid;
-//! i += lanes`). Their results are tested against independent CPU computations
+//! on one workgroup over its job's elements `tile.begin .. grid`, lanes striding; all but
+//! `crc32` and `count-literal` also run tiled (`Runtime::submit_tiled`), their tiles'
+//! results combined by [`LibraryProgram::combine`]. Their results are tested against independent CPU computations
 //! (`tests/vm_library.rs`).
 //!
 //! Every program the VM issue names is here.
@@ -18,14 +19,48 @@ pub struct LibraryProgram {
     pub buffers: usize,
     /// Instructions per element per lane (the loop body), for fuel estimates.
     pub per_element: u32,
+    /// How the results of a grid's tiles combine (see `Runtime::submit_tiled`).
+    pub combine: Combine,
     /// Assembly source.
     pub source: &'static str,
+}
+
+/// How a library program's per-tile results combine into the whole grid's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combine {
+    /// Result 0 is a wrapping u32 sum over tiles.
+    Add,
+    /// Results 0 and 1 are the f32 minimum and maximum over tiles (NaN ignored).
+    MinMaxF32,
+    /// The program's output is in its buffers; results are unused.
+    Memory,
+    /// The program needs the whole grid in one job (it starts at element 0).
+    WholeGridOnly,
 }
 
 impl LibraryProgram {
     /// Assembles and verifies the program.
     pub fn load(&self) -> Result<VerifiedProgram, VmError> {
         verify(&assemble(self.source)?, self.buffers)
+    }
+
+    /// Combines the result words of a grid's tiles, in tile order.
+    pub fn combine(&self, tiles: &[[u32; 4]]) -> Option<[u32; 4]> {
+        let mut out = [0u32; 4];
+        match self.combine {
+            Combine::Add => out[0] = tiles.iter().fold(0u32, |s, t| s.wrapping_add(t[0])),
+            Combine::MinMaxF32 => {
+                out[0] = tiles
+                    .iter()
+                    .fold(f32::INFINITY.to_bits(), |m, t| super::interp::fmin(m, t[0]));
+                out[1] = tiles
+                    .iter()
+                    .fold(f32::NEG_INFINITY.to_bits(), |m, t| super::interp::fmax(m, t[1]));
+            }
+            Combine::Memory => {}
+            Combine::WholeGridOnly => return (tiles.len() == 1).then(|| tiles[0]),
+        }
+        Some(out)
     }
 
     /// Fuel enough for `grid` elements on `lanes` lanes.
@@ -43,8 +78,11 @@ pub const LIBRARY: &[LibraryProgram] = &[
         doc: "Wrapping u32 sum of b0's grid u32 elements -> result 0.",
         buffers: 1,
         per_element: 6,
+        combine: Combine::Add,
         source: "
+        tile.begin r30
         lane r1
+        add r1, r1, r30
         grid r2
         lanes r3
     top: ltu r4, r1, r2
@@ -63,8 +101,11 @@ pub const LIBRARY: &[LibraryProgram] = &[
         doc: "Occurrences of byte arg 0 among b0's first grid bytes -> result 0.",
         buffers: 1,
         per_element: 7,
+        combine: Combine::Add,
         source: "
+        tile.begin r30
         lane r1
+        add r1, r1, r30
         grid r2
         lanes r3
         arg r8, 0
@@ -85,8 +126,11 @@ pub const LIBRARY: &[LibraryProgram] = &[
         doc: "Newlines (0x0A) among b0's first grid bytes, like `wc -l` -> result 0.",
         buffers: 1,
         per_element: 7,
+        combine: Combine::Add,
         source: "
+        tile.begin r30
         lane r1
+        add r1, r1, r30
         grid r2
         lanes r3
         movi r8, 10
@@ -107,8 +151,11 @@ pub const LIBRARY: &[LibraryProgram] = &[
         doc: "Adds the counts of each byte value among b0's first grid bytes to b1's 256 u32 bins.",
         buffers: 2,
         per_element: 6,
+        combine: Combine::Memory,
         source: "
+        tile.begin r30
         lane r1
+        add r1, r1, r30
         grid r2
         lanes r3
         movi r6, 1
@@ -127,8 +174,11 @@ pub const LIBRARY: &[LibraryProgram] = &[
               +inf and -inf for an empty grid.",
         buffers: 1,
         per_element: 7,
+        combine: Combine::MinMaxF32,
         source: "
+        tile.begin r30
         lane r1
+        add r1, r1, r30
         grid r2
         lanes r3
         movi r6, 0x7F800000   ; +inf
@@ -153,8 +203,11 @@ pub const LIBRARY: &[LibraryProgram] = &[
             "b1[i] = a * b0[i] + b1[i] for i < grid, a = arg 0 as f32 bits (multiply, then add: no fused multiply-add).",
         buffers: 2,
         per_element: 9,
+        combine: Combine::Memory,
         source: "
+        tile.begin r30
         lane r1
+        add r1, r1, r30
         grid r2
         lanes r3
         arg r8, 0
@@ -176,6 +229,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
               (256 words), b2 = crc32_tables().1 (32 words), b3 = one zeroed u32 (the XOR accumulator).",
         buffers: 4,
         per_element: 11,
+        combine: Combine::WholeGridOnly,
         source: "
         ; crc32: each lane takes a contiguous chunk, computes its raw CRC (lane 0 starts
         ; from 0xFFFFFFFF, the others from 0), multiplies it by x^(8n) mod P where n is the
@@ -268,6 +322,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
               Python's bytes.count -> result 0. b2: scratch of at least 2 * lanes * arg0 u32 words.",
         buffers: 3,
         per_element: 40,
+        combine: Combine::WholeGridOnly,
         source: "
         ; count-literal: non-overlapping occurrences of b1's first m = arg 0 bytes (m >= 1)
         ; among b0's first grid bytes, scanning greedily from the start like bytes.count.
@@ -396,6 +451,7 @@ mod tests {
             let launch = Launch {
                 lanes,
                 grid: len as u32,
+                tile_begin: 0,
                 args: [0; 4],
                 fuel: 100_000,
             };
@@ -449,6 +505,7 @@ mod tests {
                 let launch = Launch {
                     lanes,
                     grid: hay.len() as u32,
+                    tile_begin: 0,
                     args: [needle.len() as u32, 0, 0, 0],
                     fuel: 1_000_000,
                 };
