@@ -61,6 +61,26 @@ fn run_counts_lines_reports_asm_errors_by_line_and_faults_by_name() {
 }
 
 #[test]
+fn run_tiles_a_file_too_large_for_one_job() {
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let text: Vec<u8> = (0..200_000u32)
+        .map(|i| if i % 37 == 0 { b'\n' } else { b'a' + (i % 26) as u8 })
+        .collect();
+    let path = temp_file("big", &text);
+    let out = megaring(&["run", "lines", "--input", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = text.iter().filter(|&&b| b == b'\n').count();
+    assert!(stdout.contains(&format!("result 0: {expected} ")), "{stdout}");
+    let out = megaring(&["run", "lines", "--input", path.to_str().unwrap(), "--tile", "100000000"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use at most"),
+        "an oversized tile is refused with the limit"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
 fn info_reports_mode_and_ring_memory() {
     let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
     let out = megaring(&["info"]);

@@ -56,6 +56,11 @@ struct RunArgs {
     /// Instructions per lane (default: the most this device allows per job).
     #[arg(long)]
     fuel: Option<u32>,
+    /// Split the grid into tiles of this many elements, one job each (library programs
+    /// that combine tiles: sum-u32, count-byte, lines, histogram, minmax-f32, saxpy).
+    /// Without it, such a program's grid too large for one job is split automatically.
+    #[arg(long)]
+    tile: Option<u32>,
     /// u32 words of the output buffer b1 to allocate and print (non-zero words only).
     #[arg(long, default_value_t = 256)]
     output_words: u32,
@@ -277,7 +282,15 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
     if args.args.len() > 4 {
         return Err(format!("{} arguments given; a job takes at most 4", args.args.len()).into());
     }
-    let program = match library_program(&args.program) {
+    let library = library_program(&args.program);
+    if args.tile.is_some() && !library.is_some_and(|l| l.combine != megaring::vm::library::Combine::WholeGridOnly) {
+        return Err(format!(
+            "--tile needs a library program whose tiles combine, not `{}`",
+            args.program
+        )
+        .into());
+    }
+    let program = match library {
         Some(library) => verify(&assemble(library.source)?, 2)?,
         None => {
             let source = std::fs::read_to_string(&args.program).map_err(|e| {
@@ -316,9 +329,39 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
     let fuel = args.fuel.unwrap_or(runtime.max_fuel());
     let loaded = runtime.load_program(program)?;
     let table = runtime.buffer_table(&[&b0, &b1])?;
-    let outcome = runtime
-        .submit(megaring::Job::program(&loaded, &table, grid, job_args, fuel)?)?
-        .wait();
+    // Tileable library programs split grids too large for one job, in the largest tiles a
+    // job can take on this device.
+    let tileable = library.filter(|l| l.combine != megaring::vm::library::Combine::WholeGridOnly);
+    let max_tile = tileable.map(|l| (runtime.max_fuel().saturating_sub(32) / l.per_element) * runtime.info().lanes);
+    let tile = match (args.tile, max_tile) {
+        (Some(tile), Some(max)) if tile > max => {
+            return Err(
+                format!("--tile {tile} needs more fuel than one job has on this device; use at most {max}").into(),
+            )
+        }
+        (Some(tile), _) => Some(tile),
+        (None, Some(max)) if args.fuel.is_none() && grid > max => Some(max),
+        _ => None,
+    };
+    let outcome = match (tile, library) {
+        (Some(tile), Some(library)) => {
+            let fuel = args.fuel.unwrap_or(library.fuel(tile, runtime.info().lanes));
+            let handles = runtime.submit_tiled(&loaded, &table, grid, tile, job_args, fuel)?;
+            let tiles: Vec<[u32; 4]> = handles
+                .into_iter()
+                .map(|h| h.wait().map(|c| c.results))
+                .collect::<Result<_, _>>()?;
+            let results = library.combine(&tiles).expect("checked combinable");
+            Ok(megaring::Completion {
+                tag: 0,
+                status: 0,
+                results,
+            })
+        }
+        _ => runtime
+            .submit(megaring::Job::program(&loaded, &table, grid, job_args, fuel)?)?
+            .wait(),
+    };
     let shown = b1.read_u32(0, u64::from(args.output_words.max(1)))?;
     runtime.shutdown()?;
     let done = outcome?;
