@@ -8,6 +8,34 @@
 
 use super::{assemble, verify, VerifiedProgram, VmError};
 
+/// Source of a program counting one byte value, loaded into r8 by `$load`.
+macro_rules! count_byte_source {
+    ($load:literal) => {
+        concat!(
+            "
+        tile.begin r30
+        lane r1
+        add r1, r1, r30
+        grid r2
+        lanes r3
+        ",
+            $load,
+            "
+    top: ltu r4, r1, r2
+        brz r4, done
+        ld8 r5, b0[r1]
+        eq r5, r5, r8
+        add r6, r6, r5
+        add r1, r1, r3
+        jmp top
+    done: red.add r7, r6
+        result 0, r7
+        halt
+"
+        )
+    };
+}
+
 /// A library program.
 #[derive(Clone, Copy, Debug)]
 pub struct LibraryProgram {
@@ -102,24 +130,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
         buffers: 1,
         per_element: 7,
         combine: Combine::Add,
-        source: "
-        tile.begin r30
-        lane r1
-        add r1, r1, r30
-        grid r2
-        lanes r3
-        arg r8, 0
-    top: ltu r4, r1, r2
-        brz r4, done
-        ld8 r5, b0[r1]
-        eq r5, r5, r8
-        add r6, r6, r5
-        add r1, r1, r3
-        jmp top
-    done: red.add r7, r6
-        result 0, r7
-        halt
-",
+        source: count_byte_source!("arg r8, 0"),
     },
     LibraryProgram {
         name: "lines",
@@ -127,24 +138,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
         buffers: 1,
         per_element: 7,
         combine: Combine::Add,
-        source: "
-        tile.begin r30
-        lane r1
-        add r1, r1, r30
-        grid r2
-        lanes r3
-        movi r8, 10
-    top: ltu r4, r1, r2
-        brz r4, done
-        ld8 r5, b0[r1]
-        eq r5, r5, r8
-        add r6, r6, r5
-        add r1, r1, r3
-        jmp top
-    done: red.add r7, r6
-        result 0, r7
-        halt
-",
+        source: count_byte_source!("movi r8, 10"),
     },
     LibraryProgram {
         name: "histogram",
