@@ -486,16 +486,10 @@ impl Runtime {
                 continue;
             };
             backoff = None;
-            let run: Vec<_> = jobs
-                .by_ref()
-                .take(count as usize)
-                .map(|job| {
-                    let mut entry = job.entry;
-                    entry.cost = job.cost(shared.lanes);
-                    (entry, job.keep)
-                })
-                .collect();
-            for (k, (entry, _)) in run.iter().enumerate() {
+            // Handles are made as the entries stream into `publish` (no buffer in between).
+            let run = jobs.by_ref().take(count as usize).enumerate().map(|(k, job)| {
+                let mut entry = job.entry;
+                entry.cost = job.cost(shared.lanes);
                 let index = first.wrapping_add(k as u32);
                 handles.push(JobHandle {
                     shared: shared.clone(),
@@ -503,8 +497,9 @@ impl Runtime {
                     tag: entry.tag,
                     consumed: false,
                 });
-            }
-            shared.rings.publish(first, run.into_iter());
+                (entry, job.keep)
+            });
+            shared.rings.publish(first, run);
             // Dekker-style handshake with the supervisor, which stores kernel_running = false,
             // fences, then checks for pending work: `publish` ended with a SeqCst fence after
             // the seq words, so one of the two always sees the other.
