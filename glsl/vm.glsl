@@ -32,11 +32,9 @@ shared uint s_vm_state[MAX_LANES];
 shared uint s_vm_pc[MAX_LANES];
 shared uint s_vm_value[MAX_LANES];
 
-// Byte offset of element `index` of `size` bytes in buffer `which`, or ~0u if outside.
-uint vm_offset(VmTableRef table, uint which, uint index, uint size) {
-    VmBuffer desc = table.b[which];
-    uint64_t end = uint64_t(index) * uint64_t(size) + uint64_t(size);
-    return end <= desc.bytes ? index * size : 0xFFFFFFFFu;
+// Whether element `index` of `size` bytes lies inside the buffer `desc`.
+bool vm_in_range(VmBuffer desc, uint index, uint size) {
+    return uint64_t(index) * uint64_t(size) + uint64_t(size) <= desc.bytes;
 }
 
 float vm_f(uint x) { return uintBitsToFloat(x); }
@@ -190,13 +188,14 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 r[d] = v;
             } else if (op <= OP_ATOMIC_CAS) {
                 bool bytes = op == OP_LD8 || op == OP_ST8;
-                uint offset = vm_offset(table, imm & 7u, va, bytes ? 1u : 4u);
-                if (offset == 0xFFFFFFFFu) {
+                VmBuffer desc = table.b[imm & 7u]; // read once: bounds and address
+                if (!vm_in_range(desc, va, bytes ? 1u : 4u)) {
                     state = VM_FAULTED;
                     status = STATUS_FAULT_OUT_OF_RANGE;
                     detail = va;
                 } else {
-                    VmWords words = VmWords(table.b[imm & 7u].address);
+                    VmWords words = VmWords(desc.address);
+                    uint offset = bytes ? va : va * 4u;
                     uint word = offset >> 2;
                     uint shift = (offset & 3u) * 8u;
                     if (op == OP_LD32) r[d] = words.v[word];

@@ -8,9 +8,10 @@
 
 use super::{assemble, verify, VerifiedProgram, VmError};
 
-/// Source of a program counting one byte value, loaded into r8 by `$load`.
-macro_rules! count_byte_source {
-    ($load:literal) => {
+/// A tileable program's source: the prologue every one starts with (r1 = this lane's
+/// first element, r2 = one past the tile's last, r3 = lanes), then the body.
+macro_rules! tiled {
+    ($($body:expr),+ $(,)?) => {
         concat!(
             "
         tile.begin r30
@@ -18,7 +19,17 @@ macro_rules! count_byte_source {
         add r1, r1, r30
         grid r2
         lanes r3
-        ",
+",
+            $($body),+
+        )
+    };
+}
+
+/// Source of a program counting one byte value, loaded into r8 by `$load`.
+macro_rules! count_byte_source {
+    ($load:literal) => {
+        tiled!(
+            "        ",
             $load,
             "
     top: ltu r4, r1, r2
@@ -107,13 +118,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         buffers: 1,
         per_element: 6,
         combine: Combine::Add,
-        source: "
-        tile.begin r30
-        lane r1
-        add r1, r1, r30
-        grid r2
-        lanes r3
-    top: ltu r4, r1, r2
+        source: tiled!(
+            "    top: ltu r4, r1, r2
         brz r4, done
         ld32 r5, b0[r1]
         add r6, r6, r5
@@ -122,7 +128,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
     done: red.add r7, r6
         result 0, r7
         halt
-",
+"
+        ),
     },
     LibraryProgram {
         name: "count-byte",
@@ -146,13 +153,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         buffers: 2,
         per_element: 6,
         combine: Combine::Memory,
-        source: "
-        tile.begin r30
-        lane r1
-        add r1, r1, r30
-        grid r2
-        lanes r3
-        movi r6, 1
+        source: tiled!(
+            "        movi r6, 1
     top: ltu r4, r1, r2
         brz r4, done
         ld8 r5, b0[r1]
@@ -160,7 +162,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         add r1, r1, r3
         jmp top
     done: halt
-",
+"
+        ),
     },
     LibraryProgram {
         name: "minmax-f32",
@@ -169,13 +172,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         buffers: 1,
         per_element: 7,
         combine: Combine::MinMaxF32,
-        source: "
-        tile.begin r30
-        lane r1
-        add r1, r1, r30
-        grid r2
-        lanes r3
-        movi r6, 0x7F800000   ; +inf
+        source: tiled!(
+            "        movi r6, 0x7F800000   ; +inf
         movi r7, 0xFF800000   ; -inf
     top: ltu r4, r1, r2
         brz r4, done
@@ -189,7 +187,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         result 0, r8
         result 1, r9
         halt
-",
+"
+        ),
     },
     LibraryProgram {
         name: "saxpy",
@@ -198,13 +197,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         buffers: 2,
         per_element: 9,
         combine: Combine::Memory,
-        source: "
-        tile.begin r30
-        lane r1
-        add r1, r1, r30
-        grid r2
-        lanes r3
-        arg r8, 0
+        source: tiled!(
+            "        arg r8, 0
     top: ltu r4, r1, r2
         brz r4, done
         ld32 r5, b0[r1]
@@ -215,7 +209,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         add r1, r1, r3
         jmp top
     done: halt
-",
+"
+        ),
     },
     LibraryProgram {
         name: "crc32",
