@@ -1,5 +1,5 @@
-//! Interpreted vs native time of the `sum-u32` and `saxpy` library programs on the same data
-//! and parallelism (one workgroup each), measured in the same run; prints the ratios.
+//! Interpreted vs native time of the `sum-u32`, `saxpy` and `crc32` library programs on the
+//! same data and parallelism (one workgroup each), measured in the same run; prints the ratios.
 //!
 //! `cargo bench --profile dev --bench vm`; `MEGARING_DEVICE` picks the device.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use megaring::bench::{InterpretedRun, NativeBaseline};
+use megaring::bench::{InterpretedRun, NativeBaseline, VM_PROGRAMS};
 use megaring::vk::{Context, DeviceSelector};
 use megaring::{Runtime, RuntimeConfig};
 
@@ -20,8 +20,8 @@ fn vm(c: &mut Criterion) {
     let mut group = c.benchmark_group("vm");
     group.sample_size(10).measurement_time(Duration::from_secs(3));
     let mut native_means = Vec::new();
-    for name in ["sum-u32", "saxpy"] {
-        let mut native = NativeBaseline::new(&probe, name, lanes, elements).expect("baseline");
+    for name in VM_PROGRAMS {
+        let mut native = NativeBaseline::new(&probe, name, lanes, elements, 1).expect("baseline");
         let total = Cell::new((Duration::ZERO, 0u64));
         group.bench_function(format!("{name}/native"), |b| {
             b.iter_custom(|iters| {
@@ -40,8 +40,8 @@ fn vm(c: &mut Criterion) {
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::new(config).expect("runtime");
-    for (name, native_mean) in ["sum-u32", "saxpy"].into_iter().zip(native_means) {
-        let run = InterpretedRun::new(&runtime, name, elements).expect("program");
+    for (name, native_mean) in VM_PROGRAMS.into_iter().zip(native_means) {
+        let run = InterpretedRun::new(&runtime, name, elements, 1).expect("program");
         let total = Cell::new((Duration::ZERO, 0u64));
         group.bench_function(format!("{name}/interpreted"), |b| {
             b.iter_custom(|iters| {

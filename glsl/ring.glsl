@@ -42,7 +42,8 @@ layout(push_constant) uniform Launch {
 
 
 // Claims the longest run (at most CLAIM_BATCH) of consecutive published entries starting
-// at sq_head whose costs fit the epoch, with one CAS. The loop is unrolled on purpose:
+// at sq_head whose costs fit the epoch, with one CAS; past the first entry only while the
+// claim's cost stays within CLAIM_BATCH_COST. The loop is unrolled on purpose:
 // as a real loop inside the leader-only branch, lavapipe (Mesa 22.3) dropped the whole
 // dispatch that followed a budget exit, right after its first multi-job claim. `used` is the iterations this
 // invocation has counted. Returns the number claimed (0: nothing published, lost the
@@ -52,6 +53,7 @@ uint ring_claim(ControlRef ctl_ref, SqRef sq, uint used, out uint first, out boo
     uint head = LOAD_RELAXED(ctl_ref.c.sq_head);
     uint count = 0u;
     uint64_t total = uint64_t(used) + uint64_t(EPOCH_RESERVE);
+    uint64_t claimed_cost = 0ul;
     bool open = true;
     no_budget = false;
     first = head;
@@ -67,10 +69,14 @@ uint ring_claim(ControlRef ctl_ref, SqRef sq, uint used, out uint first, out boo
             // Costs are host-computed and bounded at submit; the check keeps the promise
             // that a job starts only when it can finish inside this epoch.
             // Each claimed job runs in a pass of its own.
-            uint64_t next = total + uint64_t(sq.e[slot].cost) + uint64_t(ITERATIONS_PER_JOB + ITERATIONS_PER_PASS);
+            uint cost = sq.e[slot].cost;
+            uint64_t next = total + uint64_t(cost) + uint64_t(ITERATIONS_PER_JOB + ITERATIONS_PER_PASS);
+            claimed_cost += uint64_t(cost);
             if (next > uint64_t(launch.p.budget)) {
                 no_budget = k == 0u;
                 open = false;
+            } else if (k > 0u && claimed_cost > uint64_t(CLAIM_BATCH_COST)) {
+                open = false; // heavy: leave it to another workgroup
             } else {
                 total = next;
                 count += 1u;

@@ -270,14 +270,16 @@ pub fn submit_fence_baseline(ctx: &Arc<Context>, iterations: usize) -> Result<Su
 }
 
 /// Interpreted vs native time of one library program on the same data and the same
-/// parallelism (one workgroup of the device's lanes): the interpreter's overhead.
+/// parallelism (`tiles` workgroups of the device's lanes): the interpreter's overhead.
 #[derive(Clone, Debug)]
 pub struct VmComparison {
-    /// Library program (`sum-u32` or `saxpy`).
+    /// Library program (`sum-u32`, `saxpy` or `crc32`).
     pub program: &'static str,
-    /// Elements processed.
+    /// Elements processed (u32 words; `crc32` reads their bytes).
     pub elements: u32,
-    /// Job round trips through the ring (interpreted).
+    /// Workgroups on each side (tiles of the interpreted job, workgroups of the native dispatch).
+    pub tiles: u32,
+    /// Job round trips through the ring (interpreted): submit every tile, wait for all.
     pub interpreted: Summary,
     /// `vkQueueSubmit` + fence of the native shader (`glsl/baselines/`).
     pub native: Summary,
@@ -294,6 +296,8 @@ impl VmComparison {
         serde_json::json!({
             "program": self.program,
             "elements": self.elements,
+            "bytes": u64::from(self.elements) * 4,
+            "tiles": self.tiles,
             "interpreted": self.interpreted.to_json(),
             "native": self.native.to_json(),
             "interpreted_over_native_p50": self.ratio(),
@@ -301,8 +305,11 @@ impl VmComparison {
     }
 }
 
+/// The programs [`vm_vs_native`] compares.
+pub const VM_PROGRAMS: [&str; 3] = ["sum-u32", "saxpy", "crc32"];
+
 /// Input data of the VM comparison: `elements` pseudo-random u32 (f32 bit patterns for
-/// `saxpy` come from the same words).
+/// `saxpy` come from the same words; `crc32` reads their bytes).
 fn vm_input(elements: u32) -> Vec<u32> {
     (0..elements).map(|i| i.wrapping_mul(2_654_435_761) >> 8).collect()
 }
@@ -310,160 +317,235 @@ fn vm_input(elements: u32) -> Vec<u32> {
 /// The `saxpy` coefficient the comparison uses.
 const SAXPY_A: f32 = 0.75;
 
-/// A library program's native baseline (`glsl/baselines/`) on a context of its own: one
-/// workgroup of `lanes` lanes over `elements` elements.
+/// Grid, tile and tile count of `program` over `elements` words in `tiles` tiles: `crc32`
+/// counts bytes, in tiles that are a multiple of 4.
+fn vm_grid(program: &str, elements: u32, tiles: u32) -> (u32, u32, u32) {
+    let grid = if program == "crc32" { elements * 4 } else { elements };
+    let tile = grid.div_ceil(tiles.max(1)).max(1).next_multiple_of(4);
+    (grid, tile, grid.div_ceil(tile).max(1))
+}
+
+/// A library program's native baseline (`glsl/baselines/`) on a context of its own:
+/// `tiles` workgroups of `lanes` lanes over `elements` elements.
 pub struct NativeBaseline {
     dispatcher: Dispatcher,
     _pipeline: ComputePipeline,
     _x: Buffer,
     y: Buffer,
+    _x2n: Buffer,
+    program: &'static str,
     elements: u32,
+    tiles: u32,
 }
 
 impl NativeBaseline {
-    /// Builds the baseline of `program` (`sum-u32` or `saxpy`).
-    pub fn new(ctx: &Arc<Context>, program: &str, lanes: u32, elements: u32) -> Result<Self> {
-        let spirv = match program {
-            "sum-u32" => crate::shaders::SUM_U32,
-            "saxpy" => crate::shaders::SAXPY,
+    /// Builds the baseline of `program` (one of [`VM_PROGRAMS`]).
+    pub fn new(ctx: &Arc<Context>, program: &str, lanes: u32, elements: u32, tiles: u32) -> Result<Self> {
+        let (spirv, program) = match program {
+            "sum-u32" => (crate::shaders::SUM_U32, "sum-u32"),
+            "saxpy" => (crate::shaders::SAXPY, "saxpy"),
+            "crc32" => (crate::shaders::CRC32, "crc32"),
             other => return Err(Error::InvalidConfig(format!("no native baseline for `{other}`"))),
         };
-        let pipeline = ComputePipeline::new(ctx, spirv, 24, &[(0, lanes), (1, lanes)])?;
-        let x = Buffer::new(
-            ctx,
-            "baseline x",
-            u64::from(elements.max(1)) * 4,
-            Placement::DeviceShared,
-        )?;
+        let (grid, tile, tiles) = vm_grid(program, elements, tiles);
+        let pipeline = ComputePipeline::new(ctx, spirv, 32, &[(0, lanes), (1, lanes)])?;
+        let bytes = u64::from(elements.max(1)) * 4;
+        let x = Buffer::new(ctx, "baseline x", bytes, Placement::DeviceShared)?;
         let y = Buffer::new(
             ctx,
             "baseline y",
-            u64::from(elements.max(1)) * 4,
+            bytes.max(8 * u64::from(tiles)),
             Placement::DeviceShared,
         )?;
+        let x2n = Buffer::new(ctx, "baseline x2n", 128, Placement::DeviceShared)?;
         x.write_bytes(0, bytemuck::cast_slice(&vm_input(elements)));
-        let mut push = [0u8; 24];
+        x2n.write_bytes(0, bytemuck::cast_slice(&crate::vm::library::crc32_tables().1));
+        let mut push = [0u8; 32];
         push[..8].copy_from_slice(&x.address().to_le_bytes());
         push[8..16].copy_from_slice(&y.address().to_le_bytes());
-        push[16..20].copy_from_slice(&elements.to_le_bytes());
-        push[20..24].copy_from_slice(&SAXPY_A.to_bits().to_le_bytes());
+        push[16..20].copy_from_slice(&grid.to_le_bytes());
+        push[20..24].copy_from_slice(&tile.to_le_bytes());
+        if program == "saxpy" {
+            push[24..28].copy_from_slice(&SAXPY_A.to_bits().to_le_bytes());
+        } else {
+            push[24..32].copy_from_slice(&x2n.address().to_le_bytes());
+        }
         let mut dispatcher = Dispatcher::new(ctx)?;
-        dispatcher.record(&pipeline, &push, 1)?;
+        dispatcher.record(&pipeline, &push, tiles)?;
         Ok(NativeBaseline {
             dispatcher,
             _pipeline: pipeline,
             _x: x,
             y,
+            _x2n: x2n,
+            program,
             elements,
+            tiles,
         })
     }
 
     /// One run (output cleared first, not timed); returns the submit + fence time.
     pub fn run(&mut self) -> Result<Duration> {
-        self.y.write_bytes(0, &vec![0u8; self.elements as usize * 4]);
+        let words = if self.program == "saxpy" {
+            self.elements
+        } else {
+            2 * self.tiles
+        };
+        self.y.write_bytes(0, &vec![0u8; words as usize * 4]);
         let start = Instant::now();
         self.dispatcher.submit()?;
         self.dispatcher.wait(Duration::from_secs(600))?;
         Ok(start.elapsed())
     }
 
-    /// The output buffer's words.
+    /// The result: `saxpy`'s y, `sum-u32`'s sum, `crc32`'s CRC (tiles combined).
     pub fn output(&self) -> Vec<u32> {
-        let mut out = vec![0u32; self.elements.max(1) as usize];
+        let words = if self.program == "saxpy" {
+            self.elements
+        } else {
+            2 * self.tiles
+        };
+        let mut out = vec![0u32; words.max(1) as usize];
         self.y.read_bytes(0, bytemuck::cast_slice_mut(&mut out));
-        out
+        match self.program {
+            "crc32" => {
+                let tiles: Vec<[u32; 4]> = out.chunks(2).map(|t| [t[0], t[1], 0, 0]).collect();
+                vec![combine("crc32", &tiles)[0]]
+            }
+            "sum-u32" => vec![out[0]],
+            _ => out,
+        }
     }
 }
 
-/// A library program as a job through the ring, on the same input as [`NativeBaseline`].
+fn combine(program: &str, tiles: &[[u32; 4]]) -> [u32; 4] {
+    crate::vm::library::library_program(program)
+        .and_then(|p| p.combine(tiles))
+        .expect("a library program that combines results")
+}
+
+/// A library program as tiled jobs through the ring, on the same input as [`NativeBaseline`].
 pub struct InterpretedRun {
     program: crate::DeviceProgram,
     table: crate::BufferTable,
     y: crate::DeviceBuffer,
+    name: &'static str,
     elements: u32,
+    grid: u32,
+    tile: u32,
     fuel: u32,
 }
 
 impl InterpretedRun {
-    /// Uploads `program` (a library name) and its buffers to `runtime`.
-    pub fn new(runtime: &Runtime, program: &str, elements: u32) -> Result<Self> {
+    /// Uploads `program` (one of [`VM_PROGRAMS`]) and its buffers to `runtime`, to run in
+    /// `tiles` tiles.
+    pub fn new(runtime: &Runtime, program: &str, elements: u32, tiles: u32) -> Result<Self> {
         let library = crate::vm::library::library_program(program)
-            .ok_or_else(|| Error::InvalidConfig(format!("no library program `{program}`")))?;
+            .filter(|p| VM_PROGRAMS.contains(&p.name))
+            .ok_or_else(|| Error::InvalidConfig(format!("no comparison for `{program}`")))?;
+        // Tiles no larger than one job's fuel allows on this device (lavapipe's epochs are
+        // short): the runtime's workgroups run them, so parallelism stays the native side's.
+        let (grid, tile, _) = vm_grid(library.name, elements, tiles);
+        let max_tile = library.max_tile(runtime.info().lanes, runtime.max_fuel()) & !3;
+        let tile = tile.min(max_tile.max(4));
+        let tiles = grid.div_ceil(tile).max(1);
         let loaded = runtime.load_program(library.load()?)?;
         let x = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
-        let y = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
         x.write_u32(0, &vm_input(elements))?;
-        let table = runtime.buffer_table(&[&x, &y])?;
-        let fuel = library.fuel(elements, runtime.info().lanes);
+        let (table, y) = if library.name == "crc32" {
+            let (bytes, x2n) = crate::vm::library::crc32_tables();
+            let t = runtime.alloc_u32(256, Placement::DeviceShared)?;
+            let k = runtime.alloc_u32(32, Placement::DeviceShared)?;
+            t.write_u32(0, &bytes)?;
+            k.write_u32(0, &x2n)?;
+            let acc = runtime.alloc_u32(u64::from(tiles), Placement::DeviceShared)?;
+            (runtime.buffer_table(&[&x, &t, &k, &acc])?, acc)
+        } else {
+            let y = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
+            (runtime.buffer_table(&[&x, &y])?, y)
+        };
+        let fuel = library.fuel(tile, runtime.info().lanes);
         Ok(InterpretedRun {
             program: loaded,
             table,
             y,
+            name: library.name,
             elements,
+            grid,
+            tile,
             fuel,
         })
     }
 
-    /// One run (output cleared first, not timed); returns the round trip and the completion.
-    pub fn run(&self, runtime: &Runtime) -> Result<(Duration, crate::Completion)> {
-        self.y.write_u32(0, &vec![0u32; self.elements as usize])?;
-        let job = Job::program(
-            &self.program,
-            &self.table,
-            self.elements,
-            [SAXPY_A.to_bits(), 0, 0, 0],
-            self.fuel,
-        )?;
+    /// One run (output cleared first, not timed): submits every tile and waits for all.
+    /// Returns the time and the combined results.
+    pub fn run(&self, runtime: &Runtime) -> Result<(Duration, [u32; 4])> {
+        let words = self.y.len_u32();
+        self.y.write_u32(0, &vec![0u32; words as usize])?;
+        let args = [SAXPY_A.to_bits(), self.tile, 0, 0];
         let start = Instant::now();
-        let done = runtime.submit(job)?.wait()?;
-        Ok((start.elapsed(), done))
+        let handles = runtime.submit_tiled(&self.program, &self.table, self.grid, self.tile, args, self.fuel)?;
+        let tiles = handles
+            .into_iter()
+            .map(|h| h.wait().map(|c| c.results))
+            .collect::<Result<Vec<_>>>()?;
+        let time = start.elapsed();
+        Ok((time, combine(self.name, &tiles)))
     }
 
-    /// The output buffer's words.
+    /// The output buffer's words (`saxpy`'s y).
     pub fn output(&self) -> Result<Vec<u32>> {
         self.y.read_u32(0, u64::from(self.elements))
     }
 }
 
-/// Measures `sum-u32` and `saxpy` over `elements` elements, `samples` runs each; checks that
-/// both paths compute the same thing before reporting.
-pub fn vm_vs_native(config: &crate::RuntimeConfig, elements: u32, samples: usize) -> Result<Vec<VmComparison>> {
+/// Measures each of [`VM_PROGRAMS`] over `elements` elements on `tiles` workgroups,
+/// `samples` runs each; checks that both paths compute the same thing (and `crc32` equals
+/// zlib's) before reporting.
+pub fn vm_vs_native(
+    config: &crate::RuntimeConfig,
+    elements: u32,
+    tiles: u32,
+    samples: usize,
+) -> Result<Vec<VmComparison>> {
     let mut out = Vec::new();
-    for name in ["sum-u32", "saxpy"] {
+    for name in VM_PROGRAMS {
         // Native first, on a context of its own (a resident megakernel would hold the queue).
         let ctx = Arc::new(Context::new(&config.device, config.validation)?);
         let lanes = config.lanes.unwrap_or(if ctx.caps().lavapipe { 8 } else { 64 });
-        let mut native = NativeBaseline::new(&ctx, name, lanes, elements)?;
+        let mut native = NativeBaseline::new(&ctx, name, lanes, elements, tiles)?;
         let mut native_times = (0..=samples).map(|_| native.run()).collect::<Result<Vec<_>>>()?;
         native_times.remove(0); // warm-up
         let native_out = native.output();
         drop((native, ctx));
 
         let budget = config.epoch_budget.or(Some(1 << 30));
-        let runtime = Runtime::new(crate::RuntimeConfig {
+        let runtime_config = crate::RuntimeConfig {
             lanes: Some(lanes),
-            epoch_budget: budget,
+            workgroups: Some(config.workgroups.unwrap_or(tiles).max(1)),
             ..config.clone()
+        };
+        let runtime = Runtime::new(crate::RuntimeConfig {
+            epoch_budget: budget,
+            ..runtime_config.clone()
         })
-        .or_else(|_| {
-            Runtime::new(crate::RuntimeConfig {
-                lanes: Some(lanes),
-                ..config.clone()
-            })
-        })?;
-        let interpreted = InterpretedRun::new(&runtime, name, elements)?;
+        .or_else(|_| Runtime::new(runtime_config))?;
+        let interpreted = InterpretedRun::new(&runtime, name, elements, tiles)?;
         let mut times = Vec::with_capacity(samples + 1);
-        let mut last = None;
+        let mut last = [0u32; 4];
         for _ in 0..=samples {
-            let (time, done) = interpreted.run(&runtime)?;
+            let (time, results) = interpreted.run(&runtime)?;
             times.push(time);
-            last = Some(done);
+            last = results;
         }
         times.remove(0);
-        let agree = if name == "sum-u32" {
-            last.map(|c| c.results[0]) == Some(native_out[0])
-        } else {
-            interpreted.output()? == native_out[..elements as usize]
+        let agree = match name {
+            "saxpy" => interpreted.output()? == native_out[..elements as usize],
+            "crc32" => {
+                let zlib = crc32fast::hash(bytemuck::cast_slice(&vm_input(elements)));
+                last[0] == native_out[0] && last[0] == zlib
+            }
+            _ => last[0] == native_out[0],
         };
         runtime.shutdown()?;
         if !agree {
@@ -472,8 +554,9 @@ pub fn vm_vs_native(config: &crate::RuntimeConfig, elements: u32, samples: usize
             )));
         }
         out.push(VmComparison {
-            program: if name == "sum-u32" { "sum-u32" } else { "saxpy" },
+            program: name,
             elements,
+            tiles: vm_grid(name, elements, tiles).2,
             interpreted: Summary::of(&mut times),
             native: Summary::of(&mut native_times),
         });

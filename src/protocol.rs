@@ -29,6 +29,10 @@ shared_constants! {
     EPOCH_RESERVE = 64;
     /// Most consecutive published jobs one workgroup claims with a single CAS.
     CLAIM_BATCH = 8;
+    /// A claim takes a second or later job only while the claim's total cost (loop
+    /// iterations) stays within this: heavy jobs (tiles of a large grid) are claimed one
+    /// at a time, so idle workgroups take the next ones in parallel.
+    CLAIM_BATCH_COST = 4096;
     /// Loop iterations charged for one pass of the megakernel's main loop. lavapipe
     /// counted 8 per idle pass (its silent cut came after 8,194 passes); 10 keeps a margin.
     /// See docs/protocol.md, "Epochs".

@@ -218,9 +218,71 @@ fn tiled_grids_larger_than_one_job_combine_to_the_cpu_answer() {
     let min = floats.iter().fold(f32::INFINITY, |m, &v| m.min(v));
     let max = floats.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     assert_eq!(minmax[..2], [min.to_bits(), max.to_bits()]);
-    assert!(
-        library_program("crc32").unwrap().combine(&[[0; 4], [0; 4]]).is_none(),
-        "crc32 is whole-grid only"
+    rt.finish();
+}
+
+#[test]
+fn crc32_and_count_literal_tiles_combine_exactly_on_a_real_file() {
+    let rt = TestRuntime::new(config());
+    let lanes = rt.info().lanes;
+    // A real file, large enough for dozens of lavapipe-sized tiles.
+    let file = std::fs::read(file!()).unwrap();
+    let data = &file[..file.len().min(12_000)];
+    let input = upload(&rt, data);
+    let len = data.len() as u32;
+
+    let crc = library_program("crc32").unwrap();
+    let tile = crc.max_tile(lanes, rt.max_fuel()).min(len / 8).max(1);
+    let tiles = len.div_ceil(tile);
+    let (table, x2n) = megaring::vm::library::crc32_tables();
+    let (t, k) = (
+        upload(&rt, bytemuck::cast_slice(&table)),
+        upload(&rt, bytemuck::cast_slice(&x2n)),
     );
+    let acc = rt.alloc_u32(u64::from(tiles), Placement::DeviceShared).unwrap();
+    let program = rt.load_program(crc.load().unwrap()).unwrap();
+    let buffers = rt.buffer_table(&[&input, &t, &k, &acc]).unwrap();
+    let handles = rt
+        .submit_tiled(&program, &buffers, len, tile, [0, tile, 0, 0], crc.fuel(tile, lanes))
+        .unwrap();
+    assert!(handles.len() >= 8, "{} tiles", handles.len());
+    let results: Vec<[u32; 4]> = handles.into_iter().map(|h| h.wait().unwrap().results).collect();
+    assert_eq!(
+        crc.combine(&results).unwrap()[0],
+        crc32fast::hash(data),
+        "crc32 over {tiles} tiles"
+    );
+
+    let literal = library_program("count-literal").unwrap();
+    let program = rt.load_program(literal.load().unwrap()).unwrap();
+    for needle in [&b"ee"[..], b"the", b"rt.", b"  "] {
+        let m = needle.len() as u32;
+        let tile = (1..len)
+            .rev()
+            .find(|&t| megaring::vm::library::literal_fuel(t, lanes, m) <= rt.max_fuel())
+            .unwrap()
+            .min(len / 8);
+        let tiles = len.div_ceil(tile);
+        let scratch = rt
+            .alloc_u32(u64::from(2 * lanes * m * tiles), Placement::HostCached)
+            .unwrap();
+        let lit = upload(&rt, needle);
+        let buffers = rt.buffer_table(&[&input, &lit, &scratch]).unwrap();
+        let fuel = megaring::vm::library::literal_fuel(tile, lanes, m);
+        let handles = rt
+            .submit_tiled(&program, &buffers, len, tile, [m, tile, len, 0], fuel)
+            .unwrap();
+        for h in handles {
+            h.wait().unwrap();
+        }
+        let words = scratch.read_u32(0, scratch.len_u32()).unwrap();
+        let (count, _) = megaring::vm::library::literal_chain(&words, lanes, m, tiles as usize, 0);
+        let shown = String::from_utf8_lossy(needle);
+        assert_eq!(
+            count,
+            u64::from(bytes_count(data, needle)),
+            "`{shown}` over {tiles} tiles"
+        );
+    }
     rt.finish();
 }

@@ -1,7 +1,7 @@
 #version 460
 // Native baseline of the `sum-u32` library program for `megaring bench vm`: the same work
-// on the same parallelism (one workgroup of LANES lanes striding over the elements, then a
-// workgroup reduction), compiled instead of interpreted.
+// on the same parallelism (each workgroup of LANES lanes strides over its tile of the
+// elements, as the interpreter's tiles do, then reduces), compiled instead of interpreted.
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
 
@@ -12,8 +12,9 @@ layout(buffer_reference, std430, buffer_reference_align = 4) buffer Words {
 };
 layout(push_constant) uniform Push {
     uint64_t src;
-    uint64_t dst;
+    uint64_t dst; // dst.v[0] accumulates the sum (zeroed by the host)
     uint n;
+    uint tile; // elements per workgroup
 } push;
 
 shared uint s_sum[64];
@@ -21,8 +22,10 @@ shared uint s_sum[64];
 void main() {
     uint lane = gl_LocalInvocationID.x;
     Words src = Words(push.src);
+    uint begin = min(gl_WorkGroupID.x * push.tile, push.n);
+    uint end = min(begin + push.tile, push.n);
     uint acc = 0u;
-    for (uint i = lane; i < push.n; i += LANES) {
+    for (uint i = begin + lane; i < end; i += LANES) {
         acc += src.v[i];
     }
     s_sum[lane] = acc;
@@ -32,6 +35,6 @@ void main() {
         for (uint k = 0u; k < LANES; k++) {
             total += s_sum[k];
         }
-        Words(push.dst).v[0] = total;
+        atomicAdd(Words(push.dst).v[0], total);
     }
 }

@@ -88,6 +88,12 @@ struct VmArgs {
     /// Elements per run (default: 2,000 on lavapipe, 16,777,216 elsewhere).
     #[arg(long)]
     elements: Option<u32>,
+    /// Workgroups on each side: tiles of the interpreted job (on a runtime with that many
+    /// resident workgroups) and workgroups of the native dispatch. 1 measures the
+    /// interpreter at equal parallelism on one workgroup; the device's multiprocessor
+    /// count (132 on an H100) uses the whole GPU.
+    #[arg(long, default_value_t = 1)]
+    tiles: u32,
     /// Runs per side.
     #[arg(long, default_value_t = 10)]
     samples: usize,
@@ -283,7 +289,7 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
         return Err(format!("{} arguments given; a job takes at most 4", args.args.len()).into());
     }
     let library = library_program(&args.program);
-    if args.tile.is_some() && !library.is_some_and(|l| l.combine != megaring::vm::library::Combine::WholeGridOnly) {
+    if args.tile.is_some() && !library.is_some_and(|l| l.buffers <= 2 && l.combines_results()) {
         return Err(format!(
             "--tile needs a library program whose tiles combine, not `{}`",
             args.program
@@ -331,7 +337,7 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
     let table = runtime.buffer_table(&[&b0, &b1])?;
     // Tileable library programs split grids too large for one job, in the largest tiles a
     // job can take on this device.
-    let tileable = library.filter(|l| l.combine != megaring::vm::library::Combine::WholeGridOnly);
+    let tileable = library.filter(|l| l.buffers <= 2 && l.combines_results());
     let max_tile = tileable.map(|l| (runtime.max_fuel().saturating_sub(32) / l.per_element) * runtime.info().lanes);
     let tile = match (args.tile, max_tile) {
         (Some(tile), Some(max)) if tile > max => {
@@ -384,7 +390,7 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
 fn bench_vm(config: RuntimeConfig, args: VmArgs) -> Result<(), Box<dyn std::error::Error>> {
     let lavapipe = list_devices()?.iter().all(|d| d.lavapipe);
     let elements = args.elements.unwrap_or(if lavapipe { 2_000 } else { 1 << 24 });
-    let results = bench::vm_vs_native(&config, elements, args.samples.max(1))?;
+    let results = bench::vm_vs_native(&config, elements, args.tiles.max(1), args.samples.max(1))?;
     if args.json {
         let value = serde_json::json!(results.iter().map(|r| r.to_json()).collect::<Vec<_>>());
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -392,15 +398,16 @@ fn bench_vm(config: RuntimeConfig, args: VmArgs) -> Result<(), Box<dyn std::erro
     }
     for r in &results {
         println!(
-            "{:<8} {:>10} elements: interpreted p50 {:>10.1} us, native p50 {:>10.1} us -> interpreted / native = {:.2}",
+            "{:<8} {:>10} elements x {} tiles: interpreted p50 {:>10.1} us, native p50 {:>10.1} us -> interpreted / native = {:.2}",
             r.program,
             r.elements,
+            r.tiles,
             bench::micros(r.interpreted.p50),
             bench::micros(r.native.p50),
             r.ratio()
         );
     }
-    println!("(one workgroup each: the interpreter's overhead at equal parallelism; both include their submission)");
+    println!("(as many workgroups on each side as tiles: the interpreter's overhead at equal parallelism; both include their submission)");
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Programs shipped with the crate, written in the bytecode's assembly language. Each runs
-//! on one workgroup over its job's elements `tile.begin .. grid`, lanes striding; all but
-//! `crc32` and `count-literal` also run tiled (`Runtime::submit_tiled`), their tiles'
-//! results combined by [`LibraryProgram::combine`]. Their results are tested against independent CPU computations
+//! on one workgroup over its job's elements `tile.begin .. grid`, lanes striding, and
+//! runs tiled (`Runtime::submit_tiled`): tiles' results combine with
+//! [`LibraryProgram::combine`], `count-literal`'s tables with [`literal_chain`]. Their results are tested against independent CPU computations
 //! (`tests/vm_library.rs`).
 //!
 //! Every program the VM issue names is here.
@@ -73,8 +73,12 @@ pub enum Combine {
     MinMaxF32,
     /// The program's output is in its buffers; results are unused.
     Memory,
-    /// The program needs the whole grid in one job (it starts at element 0).
-    WholeGridOnly,
+    /// Results 0 and 1 are a tile's CRC-32 and byte count; tiles combine in GF(2) (zlib's
+    /// `crc32_combine`).
+    Crc32,
+    /// Tiles chain through the per-lane tables each leaves in its scratch buffer
+    /// ([`literal_chain`]); results alone combine only for one tile.
+    LiteralChain,
 }
 
 impl LibraryProgram {
@@ -97,16 +101,50 @@ impl LibraryProgram {
                     .fold(f32::NEG_INFINITY.to_bits(), |m, t| super::interp::fmax(m, t[1]));
             }
             Combine::Memory => {}
-            Combine::WholeGridOnly => return (tiles.len() == 1).then(|| tiles[0]),
+            Combine::Crc32 => {
+                let mut whole = crc32fast::Hasher::new();
+                for t in tiles {
+                    whole.combine(&crc32fast::Hasher::new_with_initial_len(t[0], u64::from(t[1])));
+                }
+                out[0] = whole.finalize();
+                out[1] = tiles.iter().fold(0u32, |s, t| s.wrapping_add(t[1]));
+            }
+            Combine::LiteralChain => return (tiles.len() == 1).then(|| tiles[0]),
         }
         Some(out)
     }
 
-    /// Fuel enough for `grid` elements on `lanes` lanes.
+    /// Whether [`Runtime::submit_tiled`](crate::Runtime::submit_tiled) with results-only
+    /// combining serves this program (everything but `count-literal`, whose tiles chain
+    /// through memory).
+    pub fn combines_results(&self) -> bool {
+        self.combine != Combine::LiteralChain
+    }
+
+    /// Fuel enough for `grid` elements on `lanes` lanes (for `count-literal`, a one-byte
+    /// literal: see [`literal_fuel`]).
     pub fn fuel(&self, grid: u32, lanes: u32) -> u32 {
-        grid.div_ceil(lanes.max(1))
-            .saturating_mul(self.per_element)
-            .saturating_add(32)
+        let body = grid.div_ceil(lanes.max(1)).saturating_mul(self.per_element);
+        let setup = match self.combine {
+            // Shifting a lane's CRC by x^(8n): up to one 32-step multiplication per bit of n.
+            Combine::Crc32 => 300 * (33 - grid.leading_zeros()),
+            _ => 32,
+        };
+        body.saturating_add(setup)
+    }
+
+    /// The largest tile (elements) whose [`fuel`](Self::fuel) fits `max_fuel`.
+    pub fn max_tile(&self, lanes: u32, max_fuel: u32) -> u32 {
+        let (mut lo, mut hi) = (0u32, u32::MAX);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.fuel(mid, lanes) <= max_fuel && self.fuel(mid, lanes) < u32::MAX {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
     }
 }
 
@@ -214,25 +252,33 @@ pub const LIBRARY: &[LibraryProgram] = &[
     },
     LibraryProgram {
         name: "crc32",
-        doc: "CRC-32 (IEEE, equal to zlib's crc32) of b0's first grid bytes -> result 0. b1 = crc32_tables().0 \
-              (256 words), b2 = crc32_tables().1 (32 words), b3 = one zeroed u32 (the XOR accumulator).",
+        doc: "CRC-32 (IEEE, equal to zlib's crc32) of b0's bytes tile.begin .. grid -> result 0, and the byte \
+              count -> result 1. b1 = crc32_tables().0 (256 words), b2 = crc32_tables().1 (32 words), b3 = one \
+              zeroed u32 per tile (the XOR accumulators), arg 1 = bytes per tile (0 untiled).",
         buffers: 4,
-        per_element: 11,
-        combine: Combine::WholeGridOnly,
+        per_element: 12,
+        combine: Combine::Crc32,
         source: "
-        ; crc32: each lane takes a contiguous chunk, computes its raw CRC (lane 0 starts
-        ; from 0xFFFFFFFF, the others from 0), multiplies it by x^(8n) mod P where n is the
-        ; number of bytes after the chunk, and the lanes XOR their results into b3[0].
-        ; CRC is linear in GF(2), so the XOR of the shifted parts is the whole CRC.
+        ; crc32 of the job's bytes tile.begin .. grid: each lane takes a contiguous chunk,
+        ; computes its raw CRC (lane 0 starts from 0xFFFFFFFF, the others from 0),
+        ; multiplies it by x^(8n) mod P where n is the number of bytes after the chunk, and
+        ; the lanes XOR their results into the tile's word b3[tile.begin / arg 1]. CRC is
+        ; linear in GF(2), so the XOR of the shifted parts is the tile's whole CRC.
         lane r1
         lanes r2
         grid r3
+        tile.begin r30
         movi r23, 1
+        arg r28, 1
+        maxu r28, r28, r23
+        divu r29, r30, r28
         movi r24, 0xEDB88320
-        add r4, r3, r2
+        sub r4, r3, r30
+        add r4, r4, r2
         addi r4, r4, -1
         divu r4, r4, r2
         mul r5, r1, r4
+        add r5, r5, r30
         add r6, r5, r4
         minu r6, r6, r3
         minu r5, r5, r3
@@ -296,36 +342,56 @@ pub const LIBRARY: &[LibraryProgram] = &[
         xor r7, r7, r24
         jmp ma_top
     ma_done: mov r7, r21
-    merge: movi r25, 0
-        atomic.xor r31, b3[r25], r7
+    merge: atomic.xor r31, b3[r29], r7
+        movi r25, 0
         red.add r26, r25
-        ld32 r27, b3[r25]
+        ld32 r27, b3[r29]
         not r27, r27
         result 0, r27
+        sub r27, r3, r30
+        result 1, r27
         halt
 ",
     },
     LibraryProgram {
         name: "count-literal",
-        doc: "Non-overlapping occurrences of b1's first `arg 0` bytes among b0's first grid bytes, like \
-              Python's bytes.count -> result 0. b2: scratch of at least 2 * lanes * arg0 u32 words.",
+        doc: "Non-overlapping occurrences of b1's first `arg 0` bytes among b0's bytes tile.begin .. grid, like \
+              Python's bytes.count -> result 0 (entering the tile at its first byte). A match may run past grid \
+              up to byte `arg 2` (0: grid), so tiles see matches across their borders. b2: scratch of \
+              2 * lanes * arg0 u32 words per tile, at tile tile.begin / arg 1 (arg 1 = bytes per tile, 0 \
+              untiled): each lane's (count, overshoot) for every entry offset, which `literal_chain` links \
+              across tiles.",
         buffers: 3,
         per_element: 40,
-        combine: Combine::WholeGridOnly,
+        combine: Combine::LiteralChain,
         source: "
         ; count-literal: non-overlapping occurrences of b1's first m = arg 0 bytes (m >= 1)
-        ; among b0's first grid bytes, scanning greedily from the start like bytes.count.
-        ; Each lane scans its contiguous chunk once per entry offset e < m (where the greedy
-        ; scan may enter the chunk) and stores (count, overshoot past the chunk's end) in
-        ; b2[2 * (lane * m + e)]; after a barrier, lane 0 chains the lanes in order.
+        ; among b0's bytes tile.begin .. grid, scanning greedily from the left like
+        ; bytes.count. Each lane scans its contiguous chunk once per entry offset e < m
+        ; (where the greedy scan may enter the chunk) and stores (count, overshoot past the
+        ; chunk's end) in b2[base + 2 * (lane * m + e)], base = 2 * lanes * m * tile index;
+        ; after a barrier, lane 0 chains the tile's lanes in order from entry 0.
         lane r1
         lanes r2
         grid r3
         arg r4, 0
-        add r5, r3, r2
+        tile.begin r24
+        arg r25, 2
+        brnz r25, limit
+        mov r25, r3
+    limit: arg r26, 1
+        movi r27, 1
+        maxu r26, r26, r27
+        divu r26, r24, r26
+        mul r26, r26, r2
+        mul r26, r26, r4
+        add r26, r26, r26
+        sub r5, r3, r24
+        add r5, r5, r2
         addi r5, r5, -1
         divu r5, r5, r2
         mul r6, r1, r5
+        add r6, r6, r24
         add r7, r6, r5
         minu r7, r7, r3
         minu r6, r6, r3
@@ -340,7 +406,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
     cmp: ltu r9, r12, r4
         brz r9, matched
         add r13, r10, r12
-        ltu r9, r13, r3
+        ltu r9, r13, r25
         brz r9, nomatch
         ld8 r14, b0[r13]
         ld8 r15, b1[r12]
@@ -356,6 +422,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
     record: mul r16, r1, r4
         add r16, r16, r8
         add r16, r16, r16
+        add r16, r16, r26
         st32 b2[r16], r11
         sub r17, r10, r7
         addi r16, r16, 1
@@ -373,6 +440,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
         mul r16, r20, r4
         add r16, r16, r21
         add r16, r16, r16
+        add r16, r16, r26
         ld32 r23, b2[r16]
         add r22, r22, r23
         addi r16, r16, 1
@@ -411,6 +479,32 @@ pub fn crc32_tables() -> (Vec<u32>, Vec<u32>) {
         x2n.push(multmodp(prev, prev));
     }
     (table, x2n)
+}
+
+/// Fuel `count-literal` needs for `grid` bytes on `lanes` lanes with a literal of `m`
+/// bytes: every lane scans its chunk once per entry offset, comparing up to `m` bytes per
+/// position, and lane 0 links the lanes.
+pub fn literal_fuel(grid: u32, lanes: u32, m: u32) -> u32 {
+    let m = m.max(1);
+    let chunk = grid.div_ceil(lanes.max(1)).saturating_add(m);
+    chunk
+        .saturating_mul(m)
+        .saturating_mul(9 * m + 8)
+        .saturating_add(12 * lanes + 16 * m + 64)
+}
+
+/// Links `count-literal`'s per-lane tables (the `b2` scratch of `tiles` consecutive tiles
+/// run on `lanes` lanes for a literal of `m` bytes) in order, entering the first lane's chunk
+/// `entry` bytes in. Returns the matches and the entry offset into whatever follows.
+pub fn literal_chain(scratch: &[u32], lanes: u32, m: u32, tiles: usize, mut entry: u32) -> (u64, u32) {
+    let mut count = 0u64;
+    let m = m.max(1) as usize;
+    for segment in 0..tiles * lanes as usize {
+        let at = 2 * (segment * m + (entry as usize).min(m - 1));
+        count += u64::from(scratch[at]);
+        entry = scratch[at + 1];
+    }
+    (count, entry)
 }
 
 /// The library program called `name`.
@@ -506,6 +600,125 @@ mod tests {
                     "{shown} on {lanes} lanes: {out:?}"
                 );
                 assert_eq!(out.results[0], bytes_count(&hay, needle), "`{shown}` on {lanes} lanes");
+            }
+        }
+    }
+
+    /// Runs `program` over `grid` elements in tiles of `tile` on the reference interpreter,
+    /// all tiles sharing `buffers`; returns each tile's results.
+    fn run_tiles(
+        program: &str,
+        buffers: &mut [Vec<u8>],
+        grid: u32,
+        tile: u32,
+        lanes: u32,
+        args: [u32; 4],
+    ) -> Vec<[u32; 4]> {
+        use crate::vm::interp::{run, Launch};
+        let program = library_program(program).unwrap().load().unwrap();
+        (0..grid.div_ceil(tile).max(1))
+            .map(|t| {
+                let launch = Launch {
+                    lanes,
+                    grid: (t * tile + tile).min(grid),
+                    tile_begin: t * tile,
+                    args,
+                    fuel: 1_000_000,
+                };
+                let out = run(&program, &launch, buffers);
+                assert_eq!(out.status, crate::ring::layout::STATUS_OK, "tile {t}: {out:?}");
+                out.results
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crc32_tiles_combine_to_zlib() {
+        let (table, x2n) = crc32_tables();
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        for (len, tile, lanes) in [(5000u32, 1000u32, 8u32), (4999, 333, 64), (17, 4, 3), (1, 1, 1)] {
+            let mut padded = data[..len as usize].to_vec();
+            padded.resize(len as usize + 4, 0);
+            let mut buffers = vec![
+                padded,
+                bytemuck::cast_slice(&table).to_vec(),
+                bytemuck::cast_slice(&x2n).to_vec(),
+                vec![0u8; 4 * len.div_ceil(tile) as usize],
+            ];
+            let tiles = run_tiles("crc32", &mut buffers, len, tile, lanes, [0, tile, 0, 0]);
+            let whole = library_program("crc32").unwrap().combine(&tiles).unwrap();
+            assert_eq!(
+                whole[0],
+                crc32fast::hash(&data[..len as usize]),
+                "{len} bytes in tiles of {tile}"
+            );
+            assert_eq!(whole[1], len);
+        }
+    }
+
+    #[test]
+    fn count_literal_tiles_chain_to_bytes_count() {
+        let hay = b"abababa aaaa abab aaaaa the theme abcabcab ".repeat(7);
+        let len = hay.len() as u32;
+        for needle in [&b"aa"[..], b"aba", b"abab", b"the", b"a", b" a"] {
+            let m = needle.len() as u32;
+            for (tile, lanes) in [(10u32, 3u32), (37, 8), (len, 1), (5, 64)] {
+                let tiles = len.div_ceil(tile);
+                let mut padded = hay.clone();
+                padded.resize(hay.len() + 4, 0);
+                let mut lit = needle.to_vec();
+                lit.resize(needle.len().div_ceil(4) * 4, 0);
+                let mut buffers = vec![padded, lit, vec![0u8; 8 * (lanes * m * tiles) as usize]];
+                run_tiles("count-literal", &mut buffers, len, tile, lanes, [m, tile, len, 0]);
+                let scratch: &[u32] = bytemuck::cast_slice(&buffers[2]);
+                let (count, _) = literal_chain(scratch, lanes, m, tiles as usize, 0);
+                let shown = String::from_utf8_lossy(needle);
+                assert_eq!(
+                    count,
+                    u64::from(bytes_count(&hay, needle)),
+                    "`{shown}`, tiles of {tile}, {lanes} lanes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fuel_estimate_suffices_for_every_program() {
+        use crate::vm::interp::{run, Launch};
+        let (table, x2n) = crc32_tables();
+        for program in LIBRARY {
+            for (grid, lanes) in [(100_003u32, 8u32), (4096, 64), (7, 3)] {
+                let elements = grid as usize + 8;
+                let literal = b"ab".to_vec();
+                let mut buffers = match program.name {
+                    "crc32" => vec![
+                        vec![0x5a; elements],
+                        bytemuck::cast_slice(&table).to_vec(),
+                        bytemuck::cast_slice(&x2n).to_vec(),
+                        vec![0; 4],
+                    ],
+                    "count-literal" => vec![b"abab".repeat(elements / 4 + 1), literal, vec![0; 16 * lanes as usize]],
+                    _ => vec![vec![0x5a; elements * 4], vec![0; (elements * 4).max(1024)]],
+                };
+                let fuel = if program.name == "count-literal" {
+                    literal_fuel(grid, lanes, 2)
+                } else {
+                    program.fuel(grid, lanes)
+                };
+                let launch = Launch {
+                    lanes,
+                    grid,
+                    tile_begin: 0,
+                    args: [2, 0, 0, 0],
+                    fuel,
+                };
+                let out = run(&program.load().unwrap(), &launch, &mut buffers);
+                assert_eq!(
+                    out.status,
+                    crate::ring::layout::STATUS_OK,
+                    "{} on {grid} x {lanes}: {out:?}",
+                    program.name
+                );
             }
         }
     }
