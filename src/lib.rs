@@ -11,12 +11,14 @@
 //!
 //! Layout: `vk` (device plumbing), `ring` (host side of the protocol), `runtime`
 //! (epochs and the supervisor), `job` (what a job is), `bench` (measurements shared by the
-//! `megaring` command and `benches/`). The device side lives in `glsl/`.
+//! `megaring` command and `benches/`), `io` (file ingest through io_uring into host memory).
+//! The device side lives in `glsl/`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod bench;
 mod error;
+pub mod io;
 mod job;
 pub mod ring;
 mod runtime;
