@@ -104,6 +104,19 @@ pub enum Error {
     /// The runtime is shutting down or has shut down.
     #[error("the runtime is shut down; create a new Runtime to submit more work")]
     ShutDown,
+    /// Reading a file failed (io_uring ingest).
+    #[error(transparent)]
+    Io(#[from] crate::io::IoError),
+    /// A file ended before the size it had when it was opened (truncated while read).
+    #[error("{}: the file shrank while it was read: {got} of {expected} bytes; scan it again once nothing writes to it", path.display())]
+    FileShrank {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its size when opened.
+        expected: u64,
+        /// Bytes it had.
+        got: u64,
+    },
     /// The device was lost.
     #[error("Vulkan device lost (VK_ERROR_DEVICE_LOST); the runtime is unusable, create a new one")]
     DeviceLost,

@@ -110,18 +110,33 @@ pub struct BufferTable {
 
 impl BufferTable {
     pub(crate) fn new(ctx: &Arc<Context>, buffers: &[&DeviceBuffer]) -> Result<Self> {
-        if buffers.len() > layout::VM_MAX_BUFFERS as usize {
+        let views: Vec<_> = buffers.iter().map(|b| (*b, 0..b.0.size())).collect();
+        BufferTable::with_views(ctx, &views)
+    }
+
+    /// A table whose entries are byte ranges of buffers (`b0` = `views[0]`, ...): a program
+    /// sees each range as a whole buffer, bounds-checked to it.
+    pub(crate) fn with_views(ctx: &Arc<Context>, views: &[(&DeviceBuffer, Range<u64>)]) -> Result<Self> {
+        if views.len() > layout::VM_MAX_BUFFERS as usize {
             return Err(Error::Program(crate::vm::VmError::TooManyBuffers {
-                buffers: buffers.len(),
+                buffers: views.len(),
             }));
         }
-        let entries: Vec<VmBuffer> = buffers
-            .iter()
-            .map(|b| VmBuffer {
-                address: b.address(),
-                bytes: b.0.size(),
-            })
-            .collect();
+        let mut entries = Vec::with_capacity(views.len());
+        for (buffer, bytes) in views {
+            if bytes.start > bytes.end || bytes.end > buffer.0.size() || bytes.start % 4 != 0 {
+                return Err(Error::OutOfRange {
+                    start: bytes.start / 4,
+                    end: bytes.end.div_ceil(4),
+                    len: buffer.len_u32(),
+                });
+            }
+            entries.push(VmBuffer {
+                address: buffer.address() + bytes.start,
+                bytes: bytes.end - bytes.start,
+            });
+        }
+        let buffers: Vec<&DeviceBuffer> = views.iter().map(|(b, _)| *b).collect();
         let table = Buffer::new(
             ctx,
             "megaring buffer table",

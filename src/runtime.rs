@@ -403,6 +403,13 @@ impl Runtime {
         BufferTable::new(&self.shared.ctx, buffers)
     }
 
+    /// Makes a buffer table whose entries are byte ranges of buffers (`b0` = `views[0]`,
+    /// ...); a range starts at a multiple of 4 bytes. Each program access is bounds-checked
+    /// against its range.
+    pub fn buffer_table_views(&self, views: &[(&DeviceBuffer, std::ops::Range<u64>)]) -> Result<BufferTable> {
+        BufferTable::with_views(&self.shared.ctx, views)
+    }
+
     /// Splits a grid of `grid` elements into tiles of `tile` elements and publishes one job
     /// per tile ([`Job::program_tile`]); idle workgroups claim them in parallel. Each tile's
     /// completion carries that tile's results (the caller combines them, e.g.

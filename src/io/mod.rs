@@ -1,8 +1,15 @@
 //! io: file ingest — io_uring reads into registered host memory that the GPU reads in place.
 //!
-//! Nothing here knows about Vulkan: [`UringReader`] works on a raw host memory region that the
-//! caller owns (for example a host-visible allocation the device reads directly).
+//! - [`uring`]: the io_uring reader (registered buffers and files, `READ_FIXED`, `O_DIRECT`,
+//!   short reads resumed, completions matched by user data). Nothing Vulkan.
+//! - [`arena`]: page-aligned host memory imported into Vulkan (`VK_EXT_external_memory_host`),
+//!   split into chunk slots; the reader lands file bytes there and jobs read them in place.
+//! - [`stream`]: the scan pipeline from files to per-file results.
 
+pub mod arena;
+pub mod stream;
 pub mod uring;
 
+pub use arena::Arena;
+pub use stream::{FileReport, ScanOptions, ScanProgram, ScanProgress, ScanValue, Scanner};
 pub use uring::{FileId, IoError, ReadDone, UringReader, DIRECT_ALIGN};

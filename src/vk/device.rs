@@ -57,6 +57,8 @@ fn probe_all(instance: &Instance) -> Result<Vec<Capabilities>> {
 
 /// A logical device ready for compute, with its queue and allocator.
 pub struct Context {
+    /// `VK_EXT_external_memory_host`'s functions, where the device has it.
+    pub(crate) external_memory_host: Option<ash::ext::external_memory_host::Device>,
     allocator: ManuallyDrop<Mutex<Allocator>>,
     pub(crate) device: ash::Device,
     queue: Mutex<vk::Queue>,
@@ -130,7 +132,11 @@ impl Context {
                 });
             }
         };
+        let external_memory_host = caps
+            .external_memory_host
+            .map(|_| ash::ext::external_memory_host::Device::new(&instance.raw, &device));
         Ok(Context {
+            external_memory_host,
             allocator: ManuallyDrop::new(Mutex::new(allocator)),
             device,
             queue: Mutex::new(queue),

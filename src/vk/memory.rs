@@ -43,11 +43,95 @@ unsafe impl Send for MappedPtr {}
 // SAFETY: as above.
 unsafe impl Sync for MappedPtr {}
 
+/// Page-aligned anonymous host memory (`mmap`), on 2 MiB huge pages where the system has
+/// them reserved, else on normal pages with transparent huge pages advised. Unmapped on drop.
+pub struct HostPages {
+    ptr: MappedPtr,
+    len: usize,
+    huge: bool,
+}
+
+impl HostPages {
+    /// Size of a huge page.
+    pub const HUGE_PAGE: usize = 2 << 20;
+
+    /// Maps `len` bytes (rounded up to 4 KiB, or to a huge page when huge pages are used).
+    pub fn new(len: usize) -> std::io::Result<Self> {
+        let len = len.max(1).next_multiple_of(4096);
+        let base = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        if len >= Self::HUGE_PAGE {
+            let huge_len = len.next_multiple_of(Self::HUGE_PAGE);
+            // SAFETY: an anonymous mapping at an address of the kernel's choosing aliases nothing.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), huge_len, base, flags | libc::MAP_HUGETLB, -1, 0) };
+            if p != libc::MAP_FAILED {
+                return Ok(HostPages::from_raw(p, huge_len, true));
+            }
+        }
+        // SAFETY: as above.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, base, flags, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: advice on the mapping just made; failure only loses the hint.
+        unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+        Ok(HostPages::from_raw(p, len, false))
+    }
+
+    fn from_raw(p: *mut libc::c_void, len: usize, huge: bool) -> Self {
+        HostPages {
+            ptr: MappedPtr(NonNull::new(p.cast()).expect("mmap returned null")),
+            len,
+            huge,
+        }
+    }
+
+    /// First byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.0.as_ptr()
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is mapped (never: at least one page is).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the pages are explicit 2 MiB huge pages.
+    pub fn huge(&self) -> bool {
+        self.huge
+    }
+}
+
+impl Drop for HostPages {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `new` with this length; whoever imported it into
+        // Vulkan freed that memory first (Buffer::drop).
+        unsafe { libc::munmap(self.ptr.0.as_ptr().cast(), self.len) };
+    }
+}
+
+impl std::fmt::Debug for HostPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostPages")
+            .field("len", &self.len)
+            .field("huge", &self.huge)
+            .finish()
+    }
+}
+
 /// A Vulkan buffer with its memory, device address and host mapping; freed on drop.
 pub struct Buffer {
     ctx: Arc<Context>,
     raw: vk::Buffer,
     allocation: Option<Allocation>,
+    /// Host memory imported with `VK_EXT_external_memory_host`: the Vulkan memory object,
+    /// freed before the pages are unmapped.
+    imported: Option<(vk::DeviceMemory, HostPages)>,
     address: u64,
     size: u64,
     mapped: MappedPtr,
@@ -75,6 +159,7 @@ impl Buffer {
             ctx: ctx.clone(),
             raw,
             allocation: None,
+            imported: None,
             address: 0,
             size,
             mapped: MappedPtr(NonNull::dangling()),
@@ -119,6 +204,114 @@ impl Buffer {
         // SAFETY: the mapping covers `size` bytes and nothing else uses the buffer yet.
         unsafe { std::ptr::write_bytes(buffer.mapped.0.as_ptr(), 0, size as usize) };
         Ok(buffer)
+    }
+
+    /// Imports `pages` (host memory) with `VK_EXT_external_memory_host` as a buffer the
+    /// device reads and writes in place: no copy, no staging. Fails where the device lacks
+    /// the extension or refuses the pointer; the pages are then dropped.
+    pub fn import_host(ctx: &Arc<Context>, name: &str, pages: HostPages) -> Result<Self> {
+        let refuse = |reason: String| Error::Allocation {
+            what: format!("{name} ({} bytes of imported host memory)", pages.len()),
+            reason,
+        };
+        let (Some(ext), Some(alignment)) = (&ctx.external_memory_host, ctx.caps.external_memory_host) else {
+            return Err(refuse("the device lacks VK_EXT_external_memory_host".into()));
+        };
+        if pages.as_ptr() as u64 % alignment != 0 || pages.len() as u64 % alignment != 0 {
+            return Err(refuse(format!(
+                "pointer or size not a multiple of the import alignment {alignment}"
+            )));
+        }
+        let handle_type = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
+        let mut props = vk::MemoryHostPointerPropertiesEXT::default();
+        // SAFETY: the pointer is a live, aligned mapping; `props` is a valid output struct.
+        let result = unsafe {
+            (ext.fp().get_memory_host_pointer_properties_ext)(
+                ctx.device.handle(),
+                handle_type,
+                pages.as_ptr().cast(),
+                &mut props,
+            )
+        };
+        if result != vk::Result::SUCCESS {
+            return Err(Error::vk("vkGetMemoryHostPointerPropertiesEXT")(result));
+        }
+        let size = pages.len() as u64;
+        let device = &ctx.device;
+        let mut external = vk::ExternalMemoryBufferCreateInfo::default().handle_types(handle_type);
+        let info = vk::BufferCreateInfo::default()
+            .size(size)
+            .usage(
+                vk::BufferUsageFlags::STORAGE_BUFFER
+                    | vk::BufferUsageFlags::SHADER_DEVICE_ADDRESS
+                    | vk::BufferUsageFlags::TRANSFER_SRC
+                    | vk::BufferUsageFlags::TRANSFER_DST,
+            )
+            .sharing_mode(vk::SharingMode::EXCLUSIVE)
+            .push_next(&mut external);
+        // SAFETY: valid create info on a live device.
+        let raw = unsafe { device.create_buffer(&info, None) }.map_err(Error::vk("vkCreateBuffer"))?;
+        let mut buffer = Buffer {
+            ctx: ctx.clone(),
+            raw,
+            allocation: None,
+            imported: None,
+            address: 0,
+            size,
+            mapped: MappedPtr(NonNull::dangling()),
+            memory_type: 0,
+        };
+        // SAFETY: `raw` is a live buffer of this device.
+        let requirements = unsafe { device.get_buffer_memory_requirements(raw) };
+        let wanted = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+        let Some(memory_type) = ctx.caps.memory_types.iter().find(|t| {
+            props.memory_type_bits & requirements.memory_type_bits & (1 << t.index) != 0 && t.flags.contains(wanted)
+        }) else {
+            return Err(refuse(format!(
+                "no host-coherent memory type accepts the pointer (types {:#b})",
+                props.memory_type_bits
+            )));
+        };
+        if requirements.size > size {
+            return Err(refuse(format!("the buffer needs {} bytes", requirements.size)));
+        }
+        let mut import = vk::ImportMemoryHostPointerInfoEXT::default()
+            .handle_type(handle_type)
+            .host_pointer(pages.as_ptr().cast());
+        let mut flags = vk::MemoryAllocateFlagsInfo::default().flags(vk::MemoryAllocateFlags::DEVICE_ADDRESS);
+        let allocate = vk::MemoryAllocateInfo::default()
+            .allocation_size(size)
+            .memory_type_index(memory_type.index)
+            .push_next(&mut import)
+            .push_next(&mut flags);
+        // SAFETY: the import info names a live mapping of `size` bytes that outlives the
+        // memory object (both are owned by `buffer`, the memory freed first).
+        let memory = unsafe { device.allocate_memory(&allocate, None) }.map_err(Error::vk("vkAllocateMemory"))?;
+        buffer.memory_type = memory_type.index;
+        buffer.mapped = pages.ptr;
+        buffer.imported = Some((memory, pages));
+        // SAFETY: memory made for this buffer's requirements, bound once at offset 0.
+        unsafe { device.bind_buffer_memory(raw, memory, 0) }.map_err(Error::vk("vkBindBufferMemory"))?;
+        let address_info = vk::BufferDeviceAddressInfo::default().buffer(raw);
+        // SAFETY: the buffer was created with SHADER_DEVICE_ADDRESS and bound to memory
+        // allocated with DEVICE_ADDRESS.
+        buffer.address = unsafe { device.get_buffer_device_address(&address_info) };
+        Ok(buffer)
+    }
+
+    /// Whether the buffer is host memory imported in place ([`Buffer::import_host`]).
+    pub fn is_imported(&self) -> bool {
+        self.imported.is_some()
+    }
+
+    /// Whether the buffer's host memory is on explicit huge pages.
+    pub fn huge_pages(&self) -> bool {
+        self.imported.as_ref().is_some_and(|(_, p)| p.huge())
+    }
+
+    /// Host address of byte 0 (the buffer is always mapped).
+    pub fn host_ptr(&self) -> *mut u8 {
+        self.mapped.0.as_ptr()
     }
 
     /// Device address, for the kernel.
@@ -183,13 +376,23 @@ impl Buffer {
 impl Drop for Buffer {
     fn drop(&mut self) {
         if self.ctx.is_poisoned() {
-            return; // the device may still use it: leak (see Context::poison)
+            // The device may still use it: leak it, imported host pages included (see
+            // Context::poison).
+            if let Some((_, pages)) = self.imported.take() {
+                std::mem::forget(pages);
+            }
+            return;
         }
         // SAFETY: no job using the buffer is in flight (jobs keep their buffers alive), and
         // the buffer is destroyed once, before its memory goes back to the allocator.
         unsafe { self.ctx.device.destroy_buffer(self.raw, None) };
         if let Some(allocation) = self.allocation.take() {
             let _ = self.ctx.allocator().free(allocation);
+        }
+        if let Some((memory, pages)) = self.imported.take() {
+            // SAFETY: the buffer bound to it is destroyed; the pages are unmapped after.
+            unsafe { self.ctx.device.free_memory(memory, None) };
+            drop(pages);
         }
     }
 }

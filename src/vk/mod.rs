@@ -10,5 +10,5 @@ mod pipeline;
 pub use caps::{Capabilities, DeviceKind, MemoryType};
 pub use device::{list_devices, Context, DeviceSelector};
 pub use instance::ValidationLog;
-pub use memory::{Buffer, Placement};
+pub use memory::{Buffer, HostPages, Placement};
 pub use pipeline::{ComputePipeline, Dispatcher};

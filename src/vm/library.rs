@@ -485,12 +485,14 @@ pub fn crc32_tables() -> (Vec<u32>, Vec<u32>) {
 /// bytes: every lane scans its chunk once per entry offset, comparing up to `m` bytes per
 /// position, and lane 0 links the lanes.
 pub fn literal_fuel(grid: u32, lanes: u32, m: u32) -> u32 {
-    let m = m.max(1);
-    let chunk = grid.div_ceil(lanes.max(1)).saturating_add(m);
-    chunk
+    let m = m.clamp(1, 1 << 12);
+    // Per entry offset, at most chunk + 1 positions, each comparing up to m bytes (11
+    // instructions a byte) plus 5 around them.
+    let positions = grid.div_ceil(lanes.max(1)).saturating_add(1);
+    positions
         .saturating_mul(m)
-        .saturating_mul(9 * m + 8)
-        .saturating_add(12 * lanes + 16 * m + 64)
+        .saturating_mul(11 * m + 5)
+        .saturating_add(14 * m + 13 * lanes + 64)
 }
 
 /// Links `count-literal`'s per-lane tables (the `b2` scratch of `tiles` consecutive tiles

@@ -1,0 +1,741 @@
+//! The streaming scan: files are split into chunks; io_uring reads each chunk into a slot of
+//! the imported [`Arena`]; the completed read publishes one job per tile of the chunk, which
+//! the megakernel runs over the slot in place; when the chunk's jobs complete the slot goes
+//! back to the free list and the chunk's result is folded into its file's, in file order.
+//!
+//! Backpressure: a slot is busy from its read's submission until its jobs complete, so the
+//! disk never runs more than `slots` chunks ahead of the GPU, and the ring never holds more
+//! than `slots x tiles` jobs of a scan.
+//!
+//! Chunk borders: counts and histograms add; CRCs combine in GF(2) in file order;
+//! `count-literal` reads `len - 1` bytes past its chunk (rounded up to 4 KiB) so a match that
+//! starts in the chunk is seen whole, and chains the chunks' per-entry-offset tables in
+//! order, so every match is counted exactly once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::vm::library::{crc32_tables, library_program, literal_chain, literal_fuel, LibraryProgram};
+use crate::vm::VerifiedProgram;
+use crate::{BufferTable, DeviceBuffer, DeviceProgram, Job, JobHandle, Placement, Runtime};
+
+use super::arena::Arena;
+use super::uring::{FileId, UringReader, DIRECT_ALIGN};
+
+/// What a scan computes over each file.
+#[derive(Clone, Debug)]
+pub enum ScanProgram {
+    /// Newlines, like `wc -l` (library `lines`).
+    Lines,
+    /// Occurrences of one byte value (library `count-byte`).
+    CountByte(u8),
+    /// Non-overlapping occurrences of a byte string, like Python's `bytes.count`
+    /// (library `count-literal`).
+    CountLiteral(Vec<u8>),
+    /// CRC-32 equal to zlib's (library `crc32`).
+    Crc32,
+    /// Counts of each byte value (library `histogram`).
+    Histogram,
+    /// A user program: `b0` is the chunk's bytes (tile `tile.begin .. grid`), `b1` 1,024
+    /// zeroed scratch words; each result word is summed over chunks and tiles.
+    Custom {
+        /// The verified program (for 2 buffers).
+        program: VerifiedProgram,
+        /// Its arguments.
+        args: [u32; 4],
+    },
+}
+
+impl ScanProgram {
+    /// The library program behind it (`None` for a custom one).
+    fn library(&self) -> Option<&'static LibraryProgram> {
+        let name = match self {
+            ScanProgram::Lines => "lines",
+            ScanProgram::CountByte(_) => "count-byte",
+            ScanProgram::CountLiteral(_) => "count-literal",
+            ScanProgram::Crc32 => "crc32",
+            ScanProgram::Histogram => "histogram",
+            ScanProgram::Custom { .. } => return None,
+        };
+        library_program(name)
+    }
+
+    /// Name for reports.
+    pub fn name(&self) -> &'static str {
+        self.library().map_or("custom", |l| l.name)
+    }
+}
+
+/// A file's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanValue {
+    /// `lines`, `count-byte`, `count-literal`.
+    Count(u64),
+    /// `crc32`.
+    Crc32(u32),
+    /// `histogram`: 256 counts.
+    Histogram(Vec<u64>),
+    /// A custom program's result words, summed.
+    Sums([u64; 4]),
+}
+
+impl std::fmt::Display for ScanValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanValue::Count(n) => write!(f, "{n}"),
+            ScanValue::Crc32(c) => write!(f, "{c:08x}"),
+            ScanValue::Histogram(bins) => {
+                let top = bins.iter().enumerate().max_by_key(|(_, n)| **n).map_or(0, |(b, _)| b);
+                write!(f, "most common byte {top:#04x} ({} times)", bins[top])
+            }
+            ScanValue::Sums(s) => write!(f, "{} {} {} {}", s[0], s[1], s[2], s[3]),
+        }
+    }
+}
+
+impl ScanValue {
+    /// The value as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            ScanValue::Count(n) => serde_json::json!(n),
+            ScanValue::Crc32(c) => serde_json::json!(c),
+            ScanValue::Histogram(bins) => serde_json::json!(bins),
+            ScanValue::Sums(s) => serde_json::json!(s),
+        }
+    }
+}
+
+/// How a scan runs. The default reads through the page cache (hot files stay hot).
+#[derive(Clone, Debug, Default)]
+pub struct ScanOptions {
+    /// Bytes per chunk (rounded up to 4 KiB); `None`: 4 MiB, 64 KiB on lavapipe.
+    pub chunk_bytes: Option<usize>,
+    /// Arena slots, i.e. chunks in flight (also the io_uring queue depth); `None`: 16, 4 on
+    /// lavapipe.
+    pub slots: Option<usize>,
+    /// Read with `O_DIRECT` where the file system and alignment allow it (else buffered).
+    pub direct: bool,
+    /// Jobs per chunk at least (tiles), so one chunk spreads over several workgroups;
+    /// `None`: enough for every resident workgroup to have work.
+    pub tiles_per_chunk: Option<u32>,
+}
+
+/// Where a scan stands, for progress displays.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanProgress {
+    /// Bytes of finished chunks.
+    pub bytes_done: u64,
+    /// Bytes of every file, by their sizes when the scan started.
+    pub bytes_total: u64,
+    /// Files reported.
+    pub files_done: usize,
+    /// Files given.
+    pub files_total: usize,
+}
+
+/// One file's outcome.
+#[derive(Debug)]
+pub struct FileReport {
+    /// The path given.
+    pub path: PathBuf,
+    /// Bytes scanned.
+    pub bytes: u64,
+    /// Whether the file was read with `O_DIRECT`.
+    pub direct: bool,
+    /// The result, or what went wrong with this file (the others are unaffected).
+    pub outcome: Result<ScanValue>,
+}
+
+/// Per-slot device resources: the buffer table naming the slot's chunk and its scratch.
+struct SlotResources {
+    table: BufferTable,
+    /// Per-chunk outputs: CRC accumulators, literal tables, histogram bins, scratch.
+    out: DeviceBuffer,
+}
+
+/// A chunk: which file, where, how many bytes are its own.
+#[derive(Clone, Copy, Debug)]
+struct Chunk {
+    file: usize,
+    index: u64,
+    offset: u64,
+    bytes: usize,
+}
+
+enum SlotState {
+    Free,
+    Reading(Chunk),
+    Running(Chunk, Vec<Option<JobHandle>>, Vec<[u32; 4]>),
+}
+
+/// A chunk's contribution, folded into its file's result in order.
+enum ChunkValue {
+    Count(u64),
+    Crc(u32, u64),
+    /// For each entry offset: (matches, entry offset into the next chunk).
+    Literal(Vec<(u64, u32)>),
+    Histogram(Vec<u32>),
+    Sums([u64; 4]),
+}
+
+/// A file's running state.
+struct FileScan {
+    path: PathBuf,
+    id: Option<FileId>,
+    len: u64,
+    direct: bool,
+    chunks: u64,
+    issued: u64,
+    in_flight: usize,
+    error: Option<Error>,
+    pending: BTreeMap<u64, ChunkValue>,
+    folded: u64,
+    value: ScanValue,
+    crc: crc32fast::Hasher,
+    literal_entry: u32,
+    reported: bool,
+}
+
+/// Streams files through io_uring into an imported arena and runs a program over every
+/// chunk in place. Reusable for many scans.
+pub struct Scanner<'r> {
+    runtime: &'r Runtime,
+    program: ScanProgram,
+    loaded: DeviceProgram,
+    // Declared before `arena`: dropped first, waiting for reads still landing in it.
+    reader: UringReader,
+    arena: Arena,
+    slots: Vec<SlotResources>,
+    chunk_bytes: usize,
+    overlap: usize,
+    tile: u32,
+    fuel: u32,
+    direct: bool,
+    _aux: Vec<DeviceBuffer>,
+}
+
+impl<'r> Scanner<'r> {
+    /// Sets up the arena, the reader and the program's buffers on `runtime`.
+    pub fn new(runtime: &'r Runtime, program: ScanProgram, options: &ScanOptions) -> Result<Self> {
+        let lavapipe = runtime.context().caps().lavapipe;
+        let lanes = runtime.info().lanes;
+        let chunk_bytes = options
+            .chunk_bytes
+            .unwrap_or(if lavapipe { 64 << 10 } else { 4 << 20 })
+            .max(1)
+            .next_multiple_of(DIRECT_ALIGN);
+        let slots = options.slots.unwrap_or(if lavapipe { 4 } else { 16 }).clamp(1, 1024);
+        if let ScanProgram::CountLiteral(literal) = &program {
+            if literal.is_empty() || literal.len() > 4096 {
+                return Err(Error::InvalidConfig(format!(
+                    "a literal of {} bytes; give 1 to 4096 bytes",
+                    literal.len()
+                )));
+            }
+        }
+        let m = match &program {
+            ScanProgram::CountLiteral(literal) => literal.len() as u32,
+            _ => 1,
+        };
+        let overlap = (m as usize - 1).next_multiple_of(DIRECT_ALIGN);
+        // Tiles: small enough for one job's fuel, and enough per chunk for every workgroup.
+        let max_fuel = runtime.max_fuel();
+        let library = program.library();
+        let max_tile = match (&program, library) {
+            (ScanProgram::CountLiteral(_), _) => {
+                let (mut lo, mut hi) = (0u32, chunk_bytes as u32);
+                while lo < hi {
+                    let mid = lo + (hi - lo).div_ceil(2);
+                    if literal_fuel(mid, lanes, m) <= max_fuel {
+                        lo = mid;
+                    } else {
+                        hi = mid - 1;
+                    }
+                }
+                lo
+            }
+            (_, Some(library)) => library.max_tile(lanes, max_fuel),
+            (_, None) => chunk_bytes as u32,
+        } & !3;
+        if max_tile == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "a {m}-byte literal needs more fuel ({}) than one job has on this device ({max_fuel}); \
+                 use a shorter literal",
+                literal_fuel(4, lanes, m)
+            )));
+        }
+        let spread = options
+            .tiles_per_chunk
+            .unwrap_or_else(|| (2 * runtime.info().workgroups).div_ceil(slots as u32))
+            .max(1);
+        let tile = (chunk_bytes as u32)
+            .div_ceil(spread)
+            .next_multiple_of(4)
+            .min(max_tile)
+            .max(4);
+        let tiles = (chunk_bytes as u32).div_ceil(tile);
+        let fuel = match (&program, library) {
+            (ScanProgram::CountLiteral(_), _) => literal_fuel(tile, lanes, m),
+            (_, Some(library)) => library.fuel(tile, lanes),
+            (_, None) => max_fuel,
+        };
+
+        let arena = Arena::new(runtime, slots, chunk_bytes + overlap)?;
+        let direct = options.direct && arena.direct_capable();
+        let (base, len) = arena.region();
+        // SAFETY: the region is the arena's mapping, which outlives the reader: the reader
+        // is declared before the arena in `Scanner` and so dropped (waiting for its reads)
+        // first, and jobs reading the arena hold its buffer alive.
+        let reader = unsafe { UringReader::new(base, len, slots as u32) }?;
+
+        let loaded = match &program {
+            ScanProgram::Custom { program, .. } => runtime.load_program(program.clone())?,
+            _ => runtime.load_program(library.expect("library program").load()?)?,
+        };
+        let aux: Vec<DeviceBuffer> = match &program {
+            ScanProgram::Crc32 => {
+                let (table, x2n) = crc32_tables();
+                let t = runtime.alloc_u32(256, Placement::DeviceShared)?;
+                let k = runtime.alloc_u32(32, Placement::DeviceShared)?;
+                t.write_u32(0, &table)?;
+                k.write_u32(0, &x2n)?;
+                vec![t, k]
+            }
+            ScanProgram::CountLiteral(literal) => {
+                let mut words = vec![0u32; literal.len().div_ceil(4)];
+                bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..literal.len()].copy_from_slice(literal);
+                let l = runtime.alloc_u32(words.len() as u64, Placement::DeviceShared)?;
+                l.write_u32(0, &words)?;
+                vec![l]
+            }
+            _ => Vec::new(),
+        };
+        let out_words = match &program {
+            ScanProgram::Crc32 => u64::from(tiles),
+            ScanProgram::CountLiteral(_) => 2 * u64::from(lanes * m * tiles),
+            ScanProgram::Histogram => 256,
+            _ => 1024,
+        };
+        let slot_bytes = arena.slot_bytes() as u64;
+        let mut resources = Vec::with_capacity(slots);
+        for slot in 0..slots {
+            let out = runtime.alloc_u32(out_words, Placement::HostCached)?;
+            let start = arena.slot_offset(slot) as u64;
+            let chunk = (arena.buffer(), start..start + slot_bytes);
+            let whole = |b: &DeviceBuffer| 0..b.len_u32() * 4;
+            let table = match &program {
+                ScanProgram::Crc32 => runtime.buffer_table_views(&[
+                    chunk,
+                    (&aux[0], whole(&aux[0])),
+                    (&aux[1], whole(&aux[1])),
+                    (&out, whole(&out)),
+                ])?,
+                ScanProgram::CountLiteral(_) => {
+                    runtime.buffer_table_views(&[chunk, (&aux[0], whole(&aux[0])), (&out, whole(&out))])?
+                }
+                ScanProgram::Lines | ScanProgram::CountByte(_) => runtime.buffer_table_views(&[chunk])?,
+                _ => runtime.buffer_table_views(&[chunk, (&out, whole(&out))])?,
+            };
+            resources.push(SlotResources { table, out });
+        }
+        Ok(Scanner {
+            runtime,
+            program,
+            loaded,
+            reader,
+            arena,
+            slots: resources,
+            chunk_bytes,
+            overlap,
+            tile,
+            fuel,
+            direct,
+            _aux: aux,
+        })
+    }
+
+    /// The arena, described in one line.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}; chunks of {} KiB in tiles of {} bytes; io_uring {} buffers, {}",
+            self.arena.describe(),
+            self.chunk_bytes >> 10,
+            self.tile,
+            if self.reader.fixed_buffers() {
+                "registered (READ_FIXED)"
+            } else {
+                "unregistered (READ)"
+            },
+            if self.direct {
+                "O_DIRECT where the file system allows"
+            } else {
+                "buffered reads"
+            },
+        )
+    }
+
+    /// Whether the arena is imported host memory (else: the fallback, see [`Arena::fallback`]).
+    pub fn arena_imported(&self) -> bool {
+        self.arena.fallback().is_none()
+    }
+
+    /// Whether reads use registered buffers (`READ_FIXED`).
+    pub fn fixed_buffers(&self) -> bool {
+        self.reader.fixed_buffers()
+    }
+
+    /// Scans `paths` in order; every file gets a report, in the order given.
+    pub fn scan(&mut self, paths: &[PathBuf], progress: &mut dyn FnMut(&ScanProgress)) -> Vec<FileReport> {
+        let total = paths
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| if m.is_file() { m.len() } else { 0 }))
+            .sum();
+        let mut state = ScanProgress {
+            bytes_done: 0,
+            bytes_total: total,
+            files_done: 0,
+            files_total: paths.len(),
+        };
+        let mut files: Vec<FileScan> = paths.iter().map(|p| self.file_scan(p)).collect();
+        let mut slots: Vec<SlotState> = (0..self.slots.len()).map(|_| SlotState::Free).collect();
+        let mut opened = 0usize; // files before this one have been opened
+        let mut reports: Vec<Option<FileReport>> = paths.iter().map(|_| None).collect();
+        let mut idle_since: Option<Instant> = None;
+        while reports.iter().any(Option::is_none) {
+            let mut moved = false;
+            // 1. Issue reads into free slots, file after file.
+            while let Some(slot) = slots.iter().position(|s| matches!(s, SlotState::Free)) {
+                while opened < files.len() && files[opened].id.is_some() && !self.issuing(&files[opened]) {
+                    opened += 1;
+                }
+                if opened >= files.len() {
+                    break;
+                }
+                let file = &mut files[opened];
+                if file.id.is_none() && file.error.is_none() && !file.reported {
+                    match self.reader.open(&file.path, self.direct) {
+                        Ok(id) => {
+                            file.id = Some(id);
+                            file.len = self.reader.file_len(id);
+                            file.direct = self.reader.is_direct(id);
+                            file.chunks = file.len.div_ceil(self.chunk_bytes as u64);
+                        }
+                        Err(e) => file.error = Some(e.into()),
+                    }
+                    moved = true;
+                }
+                if !self.issuing(file) {
+                    opened += 1;
+                    continue;
+                }
+                let offset = file.issued * self.chunk_bytes as u64;
+                let bytes = (file.len - offset).min(self.chunk_bytes as u64) as usize;
+                let read = (bytes + self.overlap)
+                    .next_multiple_of(DIRECT_ALIGN)
+                    .min(self.arena.slot_bytes());
+                let dst = self.arena.slot_offset(slot);
+                match self
+                    .reader
+                    .submit_read(file.id.expect("opened"), offset, dst, read, slot as u64)
+                {
+                    Ok(()) => {
+                        slots[slot] = SlotState::Reading(Chunk {
+                            file: opened,
+                            index: file.issued,
+                            offset,
+                            bytes,
+                        });
+                        file.issued += 1;
+                        file.in_flight += 1;
+                    }
+                    Err(e) => file.error = Some(e.into()),
+                }
+                moved = true;
+            }
+
+            // 2. Reads that landed publish their chunk's jobs.
+            let running = slots.iter().any(|s| matches!(s, SlotState::Running(..)));
+            let wait = !running && self.reader.in_flight() > 0;
+            match self.reader.complete(wait) {
+                Ok(done) => {
+                    for done in done {
+                        moved = true;
+                        let slot = done.user_data as usize;
+                        let SlotState::Reading(chunk) = std::mem::replace(&mut slots[slot], SlotState::Free) else {
+                            unreachable!("a read completed for slot {slot}, which was not reading");
+                        };
+                        let file = &mut files[chunk.file];
+                        let failure = match (done.error, done.bytes < chunk.bytes) {
+                            (Some(e), _) => Some(e.into()),
+                            (None, true) => Some(Error::FileShrank {
+                                path: file.path.clone(),
+                                expected: file.len,
+                                // Its size now (this read ended early at a size at least as large).
+                                got: std::fs::metadata(&file.path)
+                                    .map_or(chunk.offset + done.bytes as u64, |m| m.len()),
+                            }),
+                            _ => None,
+                        };
+                        if let Some(e) = failure {
+                            file.error.get_or_insert(e);
+                            file.in_flight -= 1;
+                            continue;
+                        }
+                        match self.publish(slot, &chunk, done.bytes) {
+                            Ok(handles) => {
+                                let n = handles.len();
+                                slots[slot] = SlotState::Running(chunk, handles, vec![[0; 4]; n]);
+                            }
+                            Err(e) => {
+                                file.error.get_or_insert(e);
+                                file.in_flight -= 1;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The ring itself failed: every file with reads in flight fails.
+                    let message = e.to_string();
+                    for slot in slots.iter_mut() {
+                        if let SlotState::Reading(chunk) = std::mem::replace(slot, SlotState::Free) {
+                            let file = &mut files[chunk.file];
+                            file.error
+                                .get_or_insert_with(|| Error::InvalidConfig(format!("io_uring failed: {message}")));
+                            file.in_flight -= 1;
+                        }
+                    }
+                    moved = true;
+                }
+            }
+
+            // 3. Chunks whose jobs all completed fold into their file; the slot is free.
+            for (slot, entry) in slots.iter_mut().enumerate() {
+                let SlotState::Running(chunk, handles, results) = entry else {
+                    continue;
+                };
+                let mut failed = None;
+                for (handle, result) in handles.iter_mut().zip(results.iter_mut()) {
+                    if let Some(h) = handle {
+                        match h.poll() {
+                            Some(Ok(done)) => {
+                                *result = done.results;
+                                *handle = None;
+                            }
+                            Some(Err(e)) => {
+                                failed = Some(e);
+                                *handle = None;
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                let chunk = *chunk;
+                let finished = handles.iter().all(Option::is_none);
+                if failed.is_none() && !finished {
+                    continue;
+                }
+                if failed.is_some() && !finished {
+                    // Wait for the chunk's other jobs before the slot is reused.
+                    for h in handles.iter_mut().filter_map(Option::take) {
+                        let _ = h.wait();
+                    }
+                }
+                let results = std::mem::take(results);
+                *entry = SlotState::Free;
+                moved = true;
+                let file = &mut files[chunk.file];
+                file.in_flight -= 1;
+                match failed {
+                    Some(e) => {
+                        file.error.get_or_insert(e);
+                    }
+                    None => match self.chunk_value(slot, &chunk, &results) {
+                        Ok(value) => {
+                            file.pending.insert(chunk.index, value);
+                            Self::fold(file);
+                            state.bytes_done += chunk.bytes as u64;
+                        }
+                        Err(e) => {
+                            file.error.get_or_insert(e);
+                        }
+                    },
+                }
+            }
+
+            // 4. Files with nothing left in flight are reported.
+            for (k, file) in files.iter_mut().enumerate() {
+                let started = file.id.is_some() || file.error.is_some();
+                let issued_all = file.error.is_some() || file.issued >= file.chunks;
+                if file.reported || !started || !issued_all || file.in_flight > 0 {
+                    continue;
+                }
+                if let Some(id) = file.id.take() {
+                    let _ = self.reader.close(id);
+                }
+                file.reported = true;
+                let outcome = match file.error.take() {
+                    Some(e) => Err(e),
+                    None => Ok(Self::finish(file)),
+                };
+                reports[k] = Some(FileReport {
+                    path: file.path.clone(),
+                    bytes: if outcome.is_ok() { file.len } else { 0 },
+                    direct: file.direct,
+                    outcome,
+                });
+                state.files_done += 1;
+                moved = true;
+                progress(&state);
+            }
+            if moved {
+                idle_since = None;
+                progress(&state);
+            } else {
+                // Jobs running and no read to reap: give the oldest chunk a moment.
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_micros(50) {
+                    std::thread::sleep(Duration::from_micros(20));
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        reports.into_iter().map(|r| r.expect("every file reported")).collect()
+    }
+
+    fn file_scan(&self, path: &Path) -> FileScan {
+        FileScan {
+            path: path.to_owned(),
+            id: None,
+            len: 0,
+            direct: false,
+            chunks: 0,
+            issued: 0,
+            in_flight: 0,
+            error: None,
+            pending: BTreeMap::new(),
+            folded: 0,
+            value: match &self.program {
+                ScanProgram::Crc32 => ScanValue::Crc32(0),
+                ScanProgram::Histogram => ScanValue::Histogram(vec![0; 256]),
+                ScanProgram::Custom { .. } => ScanValue::Sums([0; 4]),
+                _ => ScanValue::Count(0),
+            },
+            crc: crc32fast::Hasher::new(),
+            literal_entry: 0,
+            reported: false,
+        }
+    }
+
+    /// Whether `file` still has chunks to read (opened, no error, not all issued).
+    fn issuing(&self, file: &FileScan) -> bool {
+        !file.reported && file.error.is_none() && (file.id.is_none() || file.issued < file.chunks)
+    }
+
+    /// Publishes the tiles of a chunk that landed in `slot` (`landed` bytes, its own and
+    /// the overlap).
+    fn publish(&self, slot: usize, chunk: &Chunk, landed: usize) -> Result<Vec<Option<JobHandle>>> {
+        let grid = chunk.bytes as u32;
+        let args = match &self.program {
+            ScanProgram::CountByte(b) => [u32::from(*b), 0, 0, 0],
+            ScanProgram::Crc32 => [0, self.tile, 0, 0],
+            ScanProgram::CountLiteral(literal) => [literal.len() as u32, self.tile, landed.max(chunk.bytes) as u32, 0],
+            ScanProgram::Custom { args, .. } => *args,
+            _ => [0; 4],
+        };
+        let table = &self.slots[slot].table;
+        let jobs = (0..grid.div_ceil(self.tile))
+            .map(|t| {
+                let start = t * self.tile;
+                Job::program_tile(
+                    &self.loaded,
+                    table,
+                    start..(start + self.tile).min(grid),
+                    args,
+                    self.fuel,
+                )
+                .map(|job| job.with_tag(chunk.offset + u64::from(start)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.runtime.submit_batch(jobs)?.into_iter().map(Some).collect())
+    }
+
+    /// Reads a finished chunk's outputs (and clears what the next chunk accumulates into).
+    fn chunk_value(&self, slot: usize, chunk: &Chunk, tiles: &[[u32; 4]]) -> Result<ChunkValue> {
+        let out = &self.slots[slot].out;
+        Ok(match &self.program {
+            ScanProgram::Lines | ScanProgram::CountByte(_) => {
+                ChunkValue::Count(tiles.iter().map(|t| u64::from(t[0])).sum())
+            }
+            ScanProgram::Crc32 => {
+                let whole = library_program("crc32")
+                    .and_then(|p| p.combine(tiles))
+                    .expect("crc32 combines");
+                out.write_u32(0, &vec![0; tiles.len()])?;
+                ChunkValue::Crc(whole[0], chunk.bytes as u64)
+            }
+            ScanProgram::CountLiteral(literal) => {
+                let m = literal.len() as u32;
+                let lanes = self.runtime.info().lanes;
+                let words = out.read_u32(0, 2 * u64::from(lanes * m) * tiles.len() as u64)?;
+                ChunkValue::Literal(
+                    (0..m)
+                        .map(|e| literal_chain(&words, lanes, m, tiles.len(), e))
+                        .collect(),
+                )
+            }
+            ScanProgram::Histogram => {
+                let bins = out.read_u32(0, 256)?;
+                out.write_u32(0, &[0; 256])?;
+                ChunkValue::Histogram(bins)
+            }
+            ScanProgram::Custom { .. } => {
+                let mut sums = [0u64; 4];
+                for t in tiles {
+                    for (s, r) in sums.iter_mut().zip(t) {
+                        *s += u64::from(*r);
+                    }
+                }
+                ChunkValue::Sums(sums)
+            }
+        })
+    }
+
+    /// Folds the file's finished chunks into its value, in chunk order.
+    fn fold(file: &mut FileScan) {
+        while let Some(value) = file.pending.remove(&file.folded) {
+            file.folded += 1;
+            match (value, &mut file.value) {
+                (ChunkValue::Count(n), ScanValue::Count(total)) => *total += n,
+                (ChunkValue::Crc(crc, len), ScanValue::Crc32(_)) => {
+                    file.crc.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
+                }
+                (ChunkValue::Literal(table), ScanValue::Count(total)) => {
+                    let (n, next) = table[(file.literal_entry as usize).min(table.len() - 1)];
+                    *total += n;
+                    file.literal_entry = next;
+                }
+                (ChunkValue::Histogram(bins), ScanValue::Histogram(total)) => {
+                    for (t, b) in total.iter_mut().zip(bins) {
+                        *t += u64::from(b);
+                    }
+                }
+                (ChunkValue::Sums(s), ScanValue::Sums(total)) => {
+                    for (t, v) in total.iter_mut().zip(s) {
+                        *t += v;
+                    }
+                }
+                _ => unreachable!("chunk values match their program"),
+            }
+        }
+    }
+
+    fn finish(file: &mut FileScan) -> ScanValue {
+        match &file.value {
+            ScanValue::Crc32(_) => ScanValue::Crc32(file.crc.clone().finalize()),
+            other => other.clone(),
+        }
+    }
+}
