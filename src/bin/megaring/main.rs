@@ -1,4 +1,7 @@
-//! `megaring`: inspect the device and runtime (`info`) and measure it (`bench`).
+//! `megaring`: inspect the device and runtime (`info`), run programs (`run`), scan files
+//! through the zero-copy ingest path (`scan`) and measure it all (`bench`).
+
+mod scan;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,6 +35,9 @@ enum Command {
     },
     /// Assemble, verify and run a bytecode program on the device; print its results.
     Run(RunArgs),
+    /// Stream files through io_uring into imported host memory and run a program over
+    /// them on the GPU in place; a result table on stdout (exit code 1 if any file failed).
+    Scan(scan::ScanArgs),
     /// Measurements, each against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -159,6 +165,11 @@ fn main() -> ExitCode {
             what: BenchCommand::Latency(args),
         } => latency(config, args).map_err(Into::into),
         Command::Run(args) => run(config, args),
+        Command::Scan(args) => match scan::scan(config, args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE, // per-file errors are in the table
+            Err(e) => Err(e),
+        },
         Command::Bench {
             what: BenchCommand::Vm(args),
         } => bench_vm(config, args),
