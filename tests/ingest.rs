@@ -60,6 +60,7 @@ fn options(direct: bool) -> ScanOptions {
         slots: Some(4),
         direct,
         tiles_per_chunk: None,
+        copy_reads: false,
     }
 }
 

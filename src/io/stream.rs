@@ -120,6 +120,10 @@ pub struct ScanOptions {
     /// Jobs per chunk at least (tiles), so one chunk spreads over several workgroups;
     /// `None`: enough for every resident workgroup to have work.
     pub tiles_per_chunk: Option<u32>,
+    /// The baseline path instead of io_uring: `pread` each chunk into a staging buffer,
+    /// then `memcpy` it into the slot (a mapped Vulkan buffer), on the scanning thread;
+    /// the jobs are the same. For `megaring bench ingest`.
+    pub copy_reads: bool,
 }
 
 /// Where a scan stands, for progress displays.
@@ -196,6 +200,8 @@ struct FileScan {
     crc: crc32fast::Hasher,
     literal_entry: u32,
     reported: bool,
+    /// The `copy_reads` baseline's own descriptor.
+    copy: Option<std::fs::File>,
 }
 
 /// Streams files through io_uring into an imported arena and runs a program over every
@@ -213,6 +219,8 @@ pub struct Scanner<'r> {
     tile: u32,
     fuel: u32,
     direct: bool,
+    /// Staging memory of the `copy_reads` baseline (one slot's worth, page-aligned).
+    staging: Option<crate::vk::HostPages>,
     _aux: Vec<DeviceBuffer>,
 }
 
@@ -345,13 +353,23 @@ impl<'r> Scanner<'r> {
             program,
             loaded,
             reader,
-            arena,
             slots: resources,
             chunk_bytes,
             overlap,
             tile,
             fuel,
             direct,
+            staging: if options.copy_reads {
+                Some(
+                    crate::vk::HostPages::new(arena.slot_bytes()).map_err(|e| Error::Allocation {
+                        what: "the baseline's staging buffer".into(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            } else {
+                None
+            },
+            arena,
             _aux: aux,
         })
     }
@@ -374,6 +392,16 @@ impl<'r> Scanner<'r> {
                 "buffered reads"
             },
         )
+    }
+
+    /// Bytes per chunk.
+    pub fn chunk_bytes(&self) -> usize {
+        self.chunk_bytes
+    }
+
+    /// Chunks in flight at most (arena slots).
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// Whether the arena is imported host memory (else: the fallback, see [`Arena::fallback`]).
@@ -403,6 +431,8 @@ impl<'r> Scanner<'r> {
         let mut opened = 0usize; // files before this one have been opened
         let mut reports: Vec<Option<FileReport>> = paths.iter().map(|_| None).collect();
         let mut idle_since: Option<Instant> = None;
+        // Chunks landed by the copy baseline, processed with io_uring's completions.
+        let mut landed: Vec<(usize, usize, Option<super::IoError>)> = Vec::new();
         while reports.iter().any(Option::is_none) {
             let mut moved = false;
             // 1. Issue reads into free slots, file after file.
@@ -421,6 +451,26 @@ impl<'r> Scanner<'r> {
                             file.len = self.reader.file_len(id);
                             file.direct = self.reader.is_direct(id);
                             file.chunks = file.len.div_ceil(self.chunk_bytes as u64);
+                            if self.staging.is_some() {
+                                use std::os::unix::fs::OpenOptionsExt;
+                                let flags = if file.direct { libc::O_DIRECT } else { 0 };
+                                match std::fs::OpenOptions::new()
+                                    .read(true)
+                                    .custom_flags(flags)
+                                    .open(&file.path)
+                                {
+                                    Ok(f) => file.copy = Some(f),
+                                    Err(source) => {
+                                        file.error = Some(
+                                            super::IoError::Open {
+                                                path: file.path.clone(),
+                                                source,
+                                            }
+                                            .into(),
+                                        )
+                                    }
+                                }
+                            }
                         }
                         Err(e) => file.error = Some(e.into()),
                     }
@@ -436,17 +486,36 @@ impl<'r> Scanner<'r> {
                     .next_multiple_of(DIRECT_ALIGN)
                     .min(self.arena.slot_bytes());
                 let dst = self.arena.slot_offset(slot);
+                let chunk = Chunk {
+                    file: opened,
+                    index: file.issued,
+                    offset,
+                    bytes,
+                };
+                if let (Some(staging), Some(copy)) = (&mut self.staging, &file.copy) {
+                    // The baseline: read() into staging memory, then memcpy into the slot.
+                    let outcome = pread_full(copy, staging, offset, read, &file.path);
+                    if let Ok(got) = outcome {
+                        // SAFETY: the slot is free (no read lands there, no job reads it)
+                        // and `got` fits it (read <= slot bytes).
+                        unsafe { std::ptr::copy_nonoverlapping(staging.as_ptr(), self.arena.region().0.add(dst), got) };
+                    }
+                    slots[slot] = SlotState::Reading(chunk);
+                    file.issued += 1;
+                    file.in_flight += 1;
+                    landed.push(match outcome {
+                        Ok(got) => (slot, got, None),
+                        Err(e) => (slot, 0, Some(e)),
+                    });
+                    moved = true;
+                    continue;
+                }
                 match self
                     .reader
                     .submit_read(file.id.expect("opened"), offset, dst, read, slot as u64)
                 {
                     Ok(()) => {
-                        slots[slot] = SlotState::Reading(Chunk {
-                            file: opened,
-                            index: file.issued,
-                            offset,
-                            bytes,
-                        });
+                        slots[slot] = SlotState::Reading(chunk);
                         file.issued += 1;
                         file.in_flight += 1;
                     }
@@ -457,24 +526,28 @@ impl<'r> Scanner<'r> {
 
             // 2. Reads that landed publish their chunk's jobs.
             let running = slots.iter().any(|s| matches!(s, SlotState::Running(..)));
-            let wait = !running && self.reader.in_flight() > 0;
-            match self.reader.complete(wait) {
+            let wait = !running && self.reader.in_flight() > 0 && landed.is_empty();
+            let reaped = if self.reader.in_flight() > 0 {
+                self.reader.complete(wait)
+            } else {
+                Ok(Vec::new())
+            };
+            match reaped {
                 Ok(done) => {
-                    for done in done {
+                    let done = done.into_iter().map(|d| (d.user_data as usize, d.bytes, d.error));
+                    for (slot, got, error) in landed.drain(..).chain(done) {
                         moved = true;
-                        let slot = done.user_data as usize;
                         let SlotState::Reading(chunk) = std::mem::replace(&mut slots[slot], SlotState::Free) else {
                             unreachable!("a read completed for slot {slot}, which was not reading");
                         };
                         let file = &mut files[chunk.file];
-                        let failure = match (done.error, done.bytes < chunk.bytes) {
+                        let failure = match (error, got < chunk.bytes) {
                             (Some(e), _) => Some(e.into()),
                             (None, true) => Some(Error::FileShrank {
                                 path: file.path.clone(),
                                 expected: file.len,
                                 // Its size now (this read ended early at a size at least as large).
-                                got: std::fs::metadata(&file.path)
-                                    .map_or(chunk.offset + done.bytes as u64, |m| m.len()),
+                                got: std::fs::metadata(&file.path).map_or(chunk.offset + got as u64, |m| m.len()),
                             }),
                             _ => None,
                         };
@@ -483,7 +556,7 @@ impl<'r> Scanner<'r> {
                             file.in_flight -= 1;
                             continue;
                         }
-                        match self.publish(slot, &chunk, done.bytes) {
+                        match self.publish(slot, &chunk, got) {
                             Ok(handles) => {
                                 let n = handles.len();
                                 slots[slot] = SlotState::Running(chunk, handles, vec![[0; 4]; n]);
@@ -626,6 +699,7 @@ impl<'r> Scanner<'r> {
             crc: crc32fast::Hasher::new(),
             literal_entry: 0,
             reported: false,
+            copy: None,
         }
     }
 
@@ -738,4 +812,35 @@ impl<'r> Scanner<'r> {
             other => other.clone(),
         }
     }
+}
+
+/// Reads up to `len` bytes at `offset` into `staging` (the `copy_reads` baseline), until
+/// `len` or the end of the file.
+fn pread_full(
+    file: &std::fs::File,
+    staging: &mut crate::vk::HostPages,
+    offset: u64,
+    len: usize,
+    path: &Path,
+) -> std::result::Result<usize, super::IoError> {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: the staging pages are this scanner's alone (borrowed mutably) and at least
+    // `len` bytes long.
+    let buf = unsafe { std::slice::from_raw_parts_mut(staging.as_ptr(), len.min(staging.len())) };
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(super::IoError::Read {
+                    path: path.to_owned(),
+                    offset: offset + got as u64,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(got)
 }

@@ -70,7 +70,11 @@ fn unescape(text: &str) -> Result<Vec<u8>, String> {
             Some(b'0') => out.push(0),
             Some(b'\\') => out.push(b'\\'),
             Some(b'x') => {
-                let hex: String = [bytes.next(), bytes.next()].iter().flatten().map(|&c| c as char).collect();
+                let hex: String = [bytes.next(), bytes.next()]
+                    .iter()
+                    .flatten()
+                    .map(|&c| c as char)
+                    .collect();
                 out.push(u8::from_str_radix(&hex, 16).map_err(|_| format!("bad escape \\x{hex} in --literal"))?);
             }
             other => {
@@ -91,15 +95,17 @@ fn program(args: &ScanArgs) -> Result<ScanProgram, String> {
         "crc32" => ScanProgram::Crc32,
         "histogram" => ScanProgram::Histogram,
         "count-byte" => ScanProgram::CountByte(parse_byte(args.byte.as_deref().ok_or_else(|| needs("--byte"))?)?),
-        "count-literal" => ScanProgram::CountLiteral(unescape(
-            args.literal.as_deref().ok_or_else(|| needs("--literal"))?,
-        )?),
+        "count-literal" => {
+            ScanProgram::CountLiteral(unescape(args.literal.as_deref().ok_or_else(|| needs("--literal"))?)?)
+        }
         path => {
             if args.args.len() > 4 {
                 return Err(format!("{} arguments given; a job takes at most 4", args.args.len()));
             }
             let source = std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read {path}: {e} (give lines, count-byte, count-literal, crc32, histogram or a .asm file)")
+                format!(
+                    "cannot read {path}: {e} (give lines, count-byte, count-literal, crc32, histogram or a .asm file)"
+                )
             })?;
             let parsed = megaring::vm::assemble(&source).map_err(|e| format!("{path}: {e}"))?;
             let verified = megaring::vm::verify(&parsed, 2).map_err(|e| format!("{path}: {e}"))?;
@@ -153,6 +159,7 @@ pub fn scan(config: RuntimeConfig, args: ScanArgs) -> Result<bool, Box<dyn std::
         slots: args.slots,
         direct: args.direct,
         tiles_per_chunk: None,
+        copy_reads: false,
     };
     let name = program.name();
     let mut scanner = Scanner::new(&runtime, program, &options)?;
@@ -187,7 +194,12 @@ pub fn scan(config: RuntimeConfig, args: ScanArgs) -> Result<bool, Box<dyn std::
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        let width = reports.iter().map(|r| r.path.display().to_string().len()).max().unwrap_or(4).min(80);
+        let width = reports
+            .iter()
+            .map(|r| r.path.display().to_string().len())
+            .max()
+            .unwrap_or(4)
+            .min(80);
         println!("{:<width$}  {:>14}  {name}", "file", "bytes");
         for r in &reports {
             let shown = match &r.outcome {

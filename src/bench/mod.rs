@@ -3,6 +3,10 @@
 //! sustained jobs/s, and the relaunch price an idle park pays. Every speed claim is a
 //! ratio against a baseline measured in the same run.
 
+mod ingest;
+
+pub use ingest::{ingest, IngestOptions, IngestReport, IngestRow};
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
