@@ -54,6 +54,8 @@ void main() {
                 // Nothing left of the last claim: leave, or claim more.
                 if (LOAD_RELAXED(ctl.c.shutdown) != 0u) {
                     exit_reason = EXIT_SHUTDOWN;
+                } else if (LOAD_RELAXED(ctl.c.yield_request) != 0u) {
+                    exit_reason = EXIT_YIELD;
                 } else if (used + ITERATIONS_PER_PASS + ITERATIONS_PER_JOB + EPOCH_RESERVE >= launch.p.budget) {
                     exit_reason = EXIT_BUDGET;
                 } else {
@@ -120,6 +122,8 @@ void main() {
             atomicAdd(ctl.c.budget_exits, 1u);
         } else if (exit_reason == EXIT_SHUTDOWN) {
             atomicAdd(ctl.c.shutdown_exits, 1u);
+        } else if (exit_reason == EXIT_YIELD) {
+            atomicAdd(ctl.c.yield_exits, 1u);
         } else {
             atomicAdd(ctl.c.unplanned_exits, 1u);
         }

@@ -22,6 +22,11 @@ layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Vm
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer VmWords {
     uint v[];
 };
+// The same words, read with volatile loads: buffers flagged VM_BUFFER_HOST_HIGH (host
+// memory the host writes while the kernel runs, which a GPU cache may hold stale).
+layout(buffer_reference, std430, buffer_reference_align = 4) volatile coherent buffer VmHostWords {
+    uint v[];
+};
 
 const uint VM_RUNNING = 0u;
 const uint VM_AT_REDUCTION = 1u;
@@ -33,8 +38,13 @@ shared uint s_vm_pc[MAX_LANES];
 shared uint s_vm_value[MAX_LANES];
 
 // Whether element `index` of `size` bytes lies inside the buffer `desc`.
+// Length in bytes of the buffer `desc` (its flag bit cleared).
+uint64_t vm_bytes(VmBuffer desc) {
+    return desc.bytes & ~(uint64_t(VM_BUFFER_HOST_HIGH) << 32);
+}
+
 bool vm_in_range(VmBuffer desc, uint index, uint size) {
-    return uint64_t(index) * uint64_t(size) + uint64_t(size) <= desc.bytes;
+    return uint64_t(index) * uint64_t(size) + uint64_t(size) <= vm_bytes(desc);
 }
 
 float vm_f(uint x) { return uintBitsToFloat(x); }
@@ -198,8 +208,16 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                     uint offset = bytes ? va : va * 4u;
                     uint word = offset >> 2;
                     uint shift = (offset & 3u) * 8u;
-                    if (op == OP_LD32) r[d] = words.v[word];
-                    else if (op == OP_LD8) r[d] = (words.v[word] >> shift) & 0xFFu;
+                    bool host = (uint(desc.bytes >> 32) & VM_BUFFER_HOST_HIGH) != 0u;
+                    if (op == OP_LD32 || op == OP_LD8) {
+                        uint w;
+                        if (host) {
+                            w = VmHostWords(desc.address).v[word];
+                        } else {
+                            w = words.v[word];
+                        }
+                        r[d] = op == OP_LD32 ? w : (w >> shift) & 0xFFu;
+                    }
                     else if (op == OP_ST32) words.v[word] = vb;
                     else if (op == OP_ST8) {
                         // Leave the word's other bytes alone, even under other lanes' writes.
@@ -226,7 +244,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
             } else if (op == OP_ARG) {
                 r[d] = imm == 0u ? job.arg0 : (imm == 1u ? job.arg1 : (imm == 2u ? job.arg2 : job.arg3));
             } else if (op == OP_BUFLEN) {
-                r[d] = uint(table.b[imm & 7u].bytes);
+                r[d] = uint(vm_bytes(table.b[imm & 7u]));
             } else if (op == OP_RESULT) {
                 if (lane == 0u) {
                     results[imm & 3u] = va;

@@ -33,6 +33,10 @@ shared_constants! {
     /// iterations) stays within this: heavy jobs (tiles of a large grid) are claimed one
     /// at a time, so idle workgroups take the next ones in parallel.
     CLAIM_BATCH_COST = 4096;
+    /// Set in the high word of a buffer table entry's `bytes` (bit 63): the buffer is host
+    /// memory that the host writes while the kernel runs (the ingest arena), so the
+    /// interpreter reads it with volatile loads, never from a stale GPU cache line.
+    VM_BUFFER_HOST_HIGH = 0x8000_0000;
     /// Loop iterations charged for one pass of the megakernel's main loop. lavapipe
     /// counted 8 per idle pass (its silent cut came after 8,194 passes); 10 keeps a margin.
     /// See docs/protocol.md, "Epochs".
@@ -256,6 +260,9 @@ shared_constants! {
     EXIT_BUDGET = 2;
     /// Kernel exit reason: the host raised the shutdown flag.
     EXIT_SHUTDOWN = 3;
+    /// Kernel exit reason: the host asked for a fresh launch (`Runtime::request_relaunch`),
+    /// whose start makes host writes since the last launch visible to the device.
+    EXIT_YIELD = 4;
 }
 
 shared_structs! {
@@ -291,10 +298,11 @@ shared_structs! {
         unplanned_exits: u32,
         /// GPU -> host: the most loop iterations one invocation counted in an epoch.
         max_iterations: u32,
-        /// Reserved, zero.
-        reserved2: u32,
-        /// Reserved, zero.
-        reserved3: u32,
+        /// Host -> GPU: non-zero asks every workgroup to exit after its current claim, so
+        /// that the supervisor relaunches (cleared before each launch).
+        yield_request: u32,
+        /// GPU -> host: workgroup exits because of a yield request.
+        yield_exits: u32,
     }
 
     /// Submission-queue entry (64 bytes). The host writes every other word first and

@@ -74,7 +74,7 @@ impl Default for RuntimeConfig {
             workgroups: None,
             lanes: None,
             epoch_budget: None,
-            idle_polls: None,
+            idle_polls: std::env::var("MEGARING_IDLE_POLLS").ok().and_then(|v| v.parse().ok()),
             cq_placement: Placement::HostCached,
             mode: ModeRequest::Auto,
             hang_timeout: Duration::from_secs(10),
@@ -538,6 +538,33 @@ impl Runtime {
         self.shared.kernel_running.load(Ordering::SeqCst)
     }
 
+    /// Kernel launches so far; a job whose completion was taken when this returned `n`
+    /// ran in launch `n` or earlier.
+    pub fn launches(&self) -> u64 {
+        self.shared.launches.load(Ordering::SeqCst)
+    }
+
+    /// Whether a job published now runs in a launch later than `launch`: the kernel is
+    /// parked (the next launch starts fresh) or has been relaunched since.
+    ///
+    /// Host memory the device reads may sit in a device cache that the host's writes do
+    /// not invalidate (measured on the H100: reads of host memory rewritten while the
+    /// kernel runs returned the old bytes), and a launch starts with those caches clean.
+    /// So memory the host rewrites after jobs of launch `launch` read it is read fresh by
+    /// jobs of later launches only: see [`Runtime::request_relaunch`].
+    pub fn fresh_launch_since(&self, launch: u64) -> bool {
+        // Launch count first: a kernel that parks after this load still counts as running.
+        let launches = self.launches();
+        launches > launch || !self.kernel_running()
+    }
+
+    /// Asks the running kernel to exit after its current jobs, so that the supervisor
+    /// relaunches it (when work is pending) with device caches clean. Cheap to repeat;
+    /// cleared before every launch.
+    pub fn request_relaunch(&self) {
+        self.shared.rings.store(ControlWord::YIELD, 1);
+    }
+
     /// Validation errors the layer reported so far (0 without validation).
     pub fn validation_errors(&self) -> usize {
         self.shared.ctx.validation().error_count()
@@ -795,6 +822,7 @@ impl Supervisor {
             shared.kernel_running.store(true, Ordering::SeqCst);
             let head_before = shared.rings.load(ControlWord::SQ_HEAD);
             let done_before = shared.rings.load(ControlWord::JOBS_DONE);
+            shared.rings.store(ControlWord::YIELD, 0);
             let epoch = shared.launches.fetch_add(1, Ordering::SeqCst) + 1;
             shared.rings.store(ControlWord::EPOCH, epoch as u32);
             if self.dispatcher.submit().is_err() {

@@ -28,6 +28,8 @@ fn bytes_count(hay: &[u8], needle: &[u8]) -> u64 {
 
 /// A scratch directory on a disk file system (tmpfs refuses O_DIRECT).
 fn scratch() -> tempfile::TempDir {
+    // The directory exists where the tests were built; create it where they run.
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
     tempfile::Builder::new()
         .prefix("megaring-ingest")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::vk::{Buffer, HostPages, Placement};
 use crate::{DeviceBuffer, Runtime};
 
-use super::DIRECT_ALIGN;
+use super::{UringReader, DIRECT_ALIGN};
 
 /// Host memory split into equal slots, each the landing place of one file chunk.
 pub struct Arena {
@@ -26,28 +26,54 @@ pub struct Arena {
 
 impl Arena {
     /// `slots` slots of `slot_bytes` bytes each (rounded up to 4 KiB), imported into
-    /// `runtime`'s device.
-    pub fn new(runtime: &Runtime, slots: usize, slot_bytes: usize) -> Result<Self> {
+    /// `runtime`'s device, and an io_uring reader of queue depth `depth` with the arena
+    /// registered as its fixed buffers.
+    ///
+    /// The pages are registered (pinned) before they are imported: pinning for the long
+    /// term may migrate a page, and the device must map the pages the reads will land in.
+    pub fn with_reader(runtime: &Runtime, slots: usize, slot_bytes: usize, depth: u32) -> Result<(Self, UringReader)> {
         let slot_bytes = slot_bytes.max(1).next_multiple_of(DIRECT_ALIGN);
         let slots = slots.max(1);
         let bytes = slot_bytes * slots;
         let ctx = runtime.context();
+        let pin_first = std::env::var("MEGARING_ARENA_PIN_FIRST").map_or(true, |v| v != "0");
+        let force_fallback = std::env::var("MEGARING_ARENA_FALLBACK").is_ok_and(|v| v == "1");
+        let mut reader = None;
         let imported = HostPages::new(bytes)
             .map_err(|e| format!("cannot map {bytes} bytes: {e}"))
-            .and_then(|pages| Buffer::import_host(ctx, "megaring ingest arena", pages).map_err(|e| e.to_string()));
+            .and_then(|pages| {
+                if force_fallback {
+                    return Err("MEGARING_ARENA_FALLBACK=1".to_owned());
+                }
+                if pin_first {
+                    // SAFETY: the pages live in the arena's buffer until it drops, after the
+                    // reader (the caller keeps the reader declared before the arena).
+                    reader = Some(unsafe { UringReader::new(pages.as_ptr(), pages.len(), depth) });
+                }
+                Buffer::import_host(ctx, "megaring ingest arena", pages).map_err(|e| e.to_string())
+            });
         let (buffer, fallback) = match imported {
             Ok(buffer) => (buffer, None),
-            Err(reason) => (
-                Buffer::new(ctx, "megaring ingest arena", bytes as u64, Placement::HostCached)?,
-                Some(reason),
-            ),
+            Err(reason) => {
+                reader = None;
+                (
+                    Buffer::new(ctx, "megaring ingest arena", bytes as u64, Placement::HostCached)?,
+                    Some(reason),
+                )
+            }
         };
-        Ok(Arena {
+        let reader = match reader {
+            Some(reader) => reader?,
+            // SAFETY: as above, for the buffer's own mapping of `bytes` bytes.
+            None => unsafe { UringReader::new(buffer.host_ptr(), bytes, depth) }?,
+        };
+        let arena = Arena {
             buffer: DeviceBuffer(Arc::new(buffer)),
             slot_bytes,
             slots,
             fallback,
-        })
+        };
+        Ok((arena, reader))
     }
 
     /// The whole arena as a buffer jobs can bind (views of it name single slots).

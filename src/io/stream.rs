@@ -171,6 +171,9 @@ struct Chunk {
 enum SlotState {
     Free,
     Reading(Chunk),
+    /// Landed (`usize` bytes), waiting for a launch that has not read the slot's previous
+    /// contents (see `Runtime::fresh_launch_since`).
+    Landed(Chunk, usize),
     Running(Chunk, Vec<Option<JobHandle>>, Vec<[u32; 4]>),
 }
 
@@ -221,6 +224,9 @@ pub struct Scanner<'r> {
     direct: bool,
     /// Staging memory of the `copy_reads` baseline (one slot's worth, page-aligned).
     staging: Option<crate::vk::HostPages>,
+    /// Per slot: the launch count when its last chunk's jobs completed (they ran in that
+    /// launch or earlier); its next chunk's jobs must run in a later launch.
+    slot_read_in: Vec<Option<u64>>,
     _aux: Vec<DeviceBuffer>,
 }
 
@@ -290,13 +296,8 @@ impl<'r> Scanner<'r> {
             (_, None) => max_fuel,
         };
 
-        let arena = Arena::new(runtime, slots, chunk_bytes + overlap)?;
+        let (arena, reader) = Arena::with_reader(runtime, slots, chunk_bytes + overlap, slots as u32)?;
         let direct = options.direct && arena.direct_capable();
-        let (base, len) = arena.region();
-        // SAFETY: the region is the arena's mapping, which outlives the reader: the reader
-        // is declared before the arena in `Scanner` and so dropped (waiting for its reads)
-        // first, and jobs reading the arena hold its buffer alive.
-        let reader = unsafe { UringReader::new(base, len, slots as u32) }?;
 
         let loaded = match &program {
             ScanProgram::Custom { program, .. } => runtime.load_program(program.clone())?,
@@ -369,6 +370,7 @@ impl<'r> Scanner<'r> {
             } else {
                 None
             },
+            slot_read_in: vec![None; slots],
             arena,
             _aux: aux,
         })
@@ -556,16 +558,7 @@ impl<'r> Scanner<'r> {
                             file.in_flight -= 1;
                             continue;
                         }
-                        match self.publish(slot, &chunk, got) {
-                            Ok(handles) => {
-                                let n = handles.len();
-                                slots[slot] = SlotState::Running(chunk, handles, vec![[0; 4]; n]);
-                            }
-                            Err(e) => {
-                                file.error.get_or_insert(e);
-                                file.in_flight -= 1;
-                            }
-                        }
+                        slots[slot] = SlotState::Landed(chunk, got);
                     }
                 }
                 Err(e) => {
@@ -580,6 +573,33 @@ impl<'r> Scanner<'r> {
                         }
                     }
                     moved = true;
+                }
+            }
+
+            // 2b. Landed chunks publish their jobs once no running launch has read the slot's
+            // previous contents (it may be cached on the device); else ask for a relaunch.
+            for (slot, entry) in slots.iter_mut().enumerate() {
+                let SlotState::Landed(chunk, got) = *entry else {
+                    continue;
+                };
+                if let Some(launch) = self.slot_read_in[slot] {
+                    if !self.runtime.fresh_launch_since(launch) {
+                        self.runtime.request_relaunch();
+                        continue;
+                    }
+                }
+                moved = true;
+                match self.publish(slot, &chunk, got) {
+                    Ok(handles) => {
+                        let n = handles.len();
+                        *entry = SlotState::Running(chunk, handles, vec![[0; 4]; n]);
+                    }
+                    Err(e) => {
+                        *entry = SlotState::Free;
+                        let file = &mut files[chunk.file];
+                        file.error.get_or_insert(e);
+                        file.in_flight -= 1;
+                    }
                 }
             }
 
@@ -617,6 +637,7 @@ impl<'r> Scanner<'r> {
                 }
                 let results = std::mem::take(results);
                 *entry = SlotState::Free;
+                self.slot_read_in[slot] = Some(self.runtime.launches());
                 moved = true;
                 let file = &mut files[chunk.file];
                 file.in_flight -= 1;

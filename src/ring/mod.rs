@@ -28,6 +28,7 @@ pub(crate) struct ControlWord(usize);
 
 impl ControlWord {
     pub(crate) const SHUTDOWN: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, shutdown));
+    pub(crate) const YIELD: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, yield_request));
     pub(crate) const EPOCH: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, epoch));
     pub(crate) const SQ_HEAD: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, sq_head));
     pub(crate) const HEARTBEAT: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, heartbeat));

@@ -59,11 +59,20 @@ impl HostPages {
     pub fn new(len: usize) -> std::io::Result<Self> {
         let len = len.max(1).next_multiple_of(4096);
         let base = libc::PROT_READ | libc::PROT_WRITE;
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
         if len >= Self::HUGE_PAGE {
             let huge_len = len.next_multiple_of(Self::HUGE_PAGE);
             // SAFETY: an anonymous mapping at an address of the kernel's choosing aliases nothing.
-            let p = unsafe { libc::mmap(std::ptr::null_mut(), huge_len, base, flags | libc::MAP_HUGETLB, -1, 0) };
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    huge_len,
+                    base,
+                    flags | libc::MAP_HUGETLB | libc::MAP_POPULATE,
+                    -1,
+                    0,
+                )
+            };
             if p != libc::MAP_FAILED {
                 return Ok(HostPages::from_raw(p, huge_len, true));
             }
@@ -73,8 +82,17 @@ impl HostPages {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: advice on the mapping just made; failure only loses the hint.
-        unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+        let advice = match std::env::var("MEGARING_ARENA_THP").as_deref() {
+            Ok("huge") => libc::MADV_HUGEPAGE,
+            Ok("none") => libc::MADV_NORMAL,
+            _ => libc::MADV_NOHUGEPAGE,
+        };
+        // SAFETY: advice on the mapping just made; failure only loses the hint. Then every
+        // page is faulted in (written once), after the advice, before anyone pins it.
+        unsafe {
+            libc::madvise(p, len, advice);
+            std::ptr::write_bytes(p.cast::<u8>(), 0, len);
+        }
         Ok(HostPages::from_raw(p, len, false))
     }
 

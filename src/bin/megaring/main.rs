@@ -385,7 +385,7 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
     // Tileable library programs split grids too large for one job, in the largest tiles a
     // job can take on this device.
     let tileable = library.filter(|l| l.buffers <= 2 && l.combines_results());
-    let max_tile = tileable.map(|l| (runtime.max_fuel().saturating_sub(32) / l.per_element) * runtime.info().lanes);
+    let max_tile = tileable.map(|l| l.max_tile(runtime.info().lanes, runtime.max_fuel()));
     let tile = match (args.tile, max_tile) {
         (Some(tile), Some(max)) if tile > max => {
             return Err(
