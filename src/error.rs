@@ -107,6 +107,9 @@ pub enum Error {
     /// Reading a file failed (io_uring ingest).
     #[error(transparent)]
     Io(#[from] crate::io::IoError),
+    /// A GPU-initiated read request was rejected or failed (`io::dma`).
+    #[error(transparent)]
+    Dma(#[from] crate::io::DmaError),
     /// A file ended before the size it had when it was opened (truncated while read).
     #[error("{}: the file shrank while it was read: {got} of {expected} bytes; scan it again once nothing writes to it", path.display())]
     FileShrank {
