@@ -63,6 +63,7 @@ fn options(direct: bool) -> ScanOptions {
         direct,
         tiles_per_chunk: None,
         copy_reads: false,
+        vulkan_arena: false,
     }
 }
 
@@ -138,6 +139,32 @@ fn scans_equal_independent_answers_across_chunk_borders() {
         data.iter().for_each(|&b| bins[b as usize] += 1);
         assert_eq!(value(&report), &ScanValue::Histogram(bins));
     }
+    rt.finish();
+}
+
+#[test]
+fn the_fallback_arena_and_the_copy_baseline_give_the_same_answers() {
+    let rt = TestRuntime::new(config());
+    let dir = scratch();
+    let data = text(70_001, 5);
+    let path = write(dir.path(), "f", &data);
+    let expected = ScanValue::Crc32(crc32fast::hash(&data));
+    let fallback = ScanOptions {
+        vulkan_arena: true,
+        ..options(false)
+    };
+    let mut scanner = Scanner::new(&rt, ScanProgram::Crc32, &fallback).unwrap();
+    assert!(!scanner.arena_imported());
+    assert!(scanner.describe().contains("fallback"), "{}", scanner.describe());
+    assert_eq!(value(&scanner.scan(&[path.clone()], &mut |_| {})[0]), &expected);
+    drop(scanner);
+    let copy = ScanOptions {
+        copy_reads: true,
+        ..options(true)
+    };
+    let mut scanner = Scanner::new(&rt, ScanProgram::Crc32, &copy).unwrap();
+    assert_eq!(value(&scanner.scan(&[path], &mut |_| {})[0]), &expected);
+    drop(scanner);
     rt.finish();
 }
 

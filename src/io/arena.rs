@@ -31,25 +31,30 @@ impl Arena {
     ///
     /// The pages are registered (pinned) before they are imported: pinning for the long
     /// term may migrate a page, and the device must map the pages the reads will land in.
-    pub fn with_reader(runtime: &Runtime, slots: usize, slot_bytes: usize, depth: u32) -> Result<(Self, UringReader)> {
+    ///
+    /// `import = false` skips the import and takes the fallback (a host-visible Vulkan
+    /// allocation), as where the extension is missing.
+    pub fn with_reader(
+        runtime: &Runtime,
+        slots: usize,
+        slot_bytes: usize,
+        depth: u32,
+        import: bool,
+    ) -> Result<(Self, UringReader)> {
         let slot_bytes = slot_bytes.max(1).next_multiple_of(DIRECT_ALIGN);
         let slots = slots.max(1);
         let bytes = slot_bytes * slots;
         let ctx = runtime.context();
-        let pin_first = std::env::var("MEGARING_ARENA_PIN_FIRST").map_or(true, |v| v != "0");
-        let force_fallback = std::env::var("MEGARING_ARENA_FALLBACK").is_ok_and(|v| v == "1");
         let mut reader = None;
         let imported = HostPages::new(bytes)
             .map_err(|e| format!("cannot map {bytes} bytes: {e}"))
             .and_then(|pages| {
-                if force_fallback {
-                    return Err("MEGARING_ARENA_FALLBACK=1".to_owned());
+                if !import {
+                    return Err("host memory import not requested".to_owned());
                 }
-                if pin_first {
-                    // SAFETY: the pages live in the arena's buffer until it drops, after the
-                    // reader (the caller keeps the reader declared before the arena).
-                    reader = Some(unsafe { UringReader::new(pages.as_ptr(), pages.len(), depth) });
-                }
+                // SAFETY: the pages live in the arena's buffer until it drops, after the
+                // reader (the caller keeps the reader declared before the arena).
+                reader = Some(unsafe { UringReader::new(pages.as_ptr(), pages.len(), depth) });
                 Buffer::import_host(ctx, "megaring ingest arena", pages).map_err(|e| e.to_string())
             });
         let (buffer, fallback) = match imported {

@@ -291,8 +291,12 @@ pub struct DmaService<'r> {
     files: Vec<RegisteredFile>,
     continuations: Vec<DeviceProgram>,
     free_slots: Vec<usize>,
-    /// Zeroed request buffers ready for a job.
-    spare: Vec<DeviceBuffer>,
+    /// Per slot: the launch count when its last continuation completed; the next one to
+    /// read the slot must run in a later launch (see `Runtime::fresh_launch_since`).
+    slot_read_in: Vec<Option<u64>>,
+    /// Zeroed request buffers, each with the launch count when its last job completed
+    /// (`None`: never used); reused only by jobs of a later launch.
+    spare: Vec<(DeviceBuffer, Option<u64>)>,
     max_requests: u32,
     max_jobs: usize,
     fuel: u32,
@@ -313,12 +317,10 @@ impl<'r> DmaService<'r> {
                 "{slots} slots of {slot_bytes} bytes; use 1..=1024 slots of 1 byte to 2 GiB"
             )));
         }
-        let arena = Arena::new(runtime, slots, slot_bytes)?;
-        let (base, len) = arena.region();
-        // SAFETY: the region is the arena's mapping, which outlives the reader: the reader is
-        // declared before the arena and so dropped (waiting for its reads) first, and jobs
-        // reading the arena hold its buffer alive. A slot is read into only while no job uses it.
-        let reader = unsafe { UringReader::new(base, len, slots as u32) }?;
+        // The reader is declared before the arena and so dropped (waiting for its reads)
+        // first; jobs reading the arena hold its buffer alive. A slot is read into only
+        // while no job uses it.
+        let (arena, reader) = Arena::with_reader(runtime, slots, slot_bytes, slots as u32, true)?;
         Ok(DmaService {
             runtime,
             reader,
@@ -326,6 +328,7 @@ impl<'r> DmaService<'r> {
             files: Vec::new(),
             continuations: Vec::new(),
             free_slots: (0..slots).rev().collect(),
+            slot_read_in: vec![None; slots],
             spare: Vec::new(),
             max_requests: max_requests_per_job,
             max_jobs: 1 << 20,
@@ -413,7 +416,7 @@ impl<'r> DmaService<'r> {
         let handle = match first {
             Ok(handle) => handle,
             Err(error) => {
-                self.spare.push(requests);
+                self.spare.push((requests, None));
                 return Err(error);
             }
         };
@@ -431,6 +434,7 @@ impl<'r> DmaService<'r> {
         let mut started = 1usize; // jobs started or promised to a pending request
         let mut tags = 0u64;
         let mut idle_since: Option<Instant> = None;
+        let mut landed: Vec<(usize, Pending, usize, Option<super::IoError>)> = Vec::new();
         loop {
             let mut moved = false;
             // 1. Finished jobs free their slot and hand over their requests.
@@ -485,28 +489,43 @@ impl<'r> DmaService<'r> {
                     let p = reading[slot]
                         .take()
                         .expect("a read completed for a slot that was reading");
-                    let request = p.index;
-                    tags += 1;
-                    let published = match done.error {
-                        Some(source) => Err(DmaError::Read { request, source }),
-                        None => self
-                            .publish(slot, &p, done.bytes, shared, tags)
-                            .map_err(|e| DmaError::Publish {
-                                request,
-                                source: Box::new(e),
-                            }),
-                    };
-                    match published {
-                        Ok(job) => running.push(job),
-                        Err(error) => {
-                            self.free_slots.push(slot);
-                            started -= 1;
-                            report.rejected.push(DmaRejection { chain: p.chain, error });
-                        }
+                    landed.push((slot, p, done.bytes, done.error));
+                }
+            }
+            // 3b. A landed read's continuation runs in a launch that has not read the slot's
+            // previous contents (the device may cache them); else a relaunch is requested.
+            let mut k = 0;
+            while k < landed.len() {
+                let (slot, _, _, ref error) = landed[k];
+                let fresh = self.slot_read_in[slot].map_or(true, |l| self.runtime.fresh_launch_since(l));
+                if error.is_none() && !fresh {
+                    self.runtime.request_relaunch();
+                    k += 1;
+                    continue;
+                }
+                moved = true;
+                let (slot, p, bytes, error) = landed.swap_remove(k);
+                let request = p.index;
+                tags += 1;
+                let published = match error {
+                    Some(source) => Err(DmaError::Read { request, source }),
+                    None => self
+                        .publish(slot, &p, bytes, shared, tags)
+                        .map_err(|e| DmaError::Publish {
+                            request,
+                            source: Box::new(e),
+                        }),
+                };
+                match published {
+                    Ok(job) => running.push(job),
+                    Err(error) => {
+                        self.free_slots.push(slot);
+                        started -= 1;
+                        report.rejected.push(DmaRejection { chain: p.chain, error });
                     }
                 }
             }
-            if running.is_empty() && pending.is_empty() && reading.iter().all(Option::is_none) {
+            if running.is_empty() && pending.is_empty() && landed.is_empty() && reading.iter().all(Option::is_none) {
                 return Ok(report);
             }
             if moved {
@@ -521,7 +540,13 @@ impl<'r> DmaService<'r> {
 
     /// A zeroed request buffer from the spares, or a new one.
     fn request_buffer(&mut self) -> Result<DeviceBuffer> {
-        match self.spare.pop() {
+        // A spare last used by a job of a running launch may be cached on the device as it
+        // was: take only those that launch cannot read again.
+        let fresh = self
+            .spare
+            .iter()
+            .position(|(_, used)| used.map_or(true, |launch| self.runtime.fresh_launch_since(launch)));
+        match fresh.map(|k| self.spare.swap_remove(k).0) {
             Some(buffer) => Ok(buffer),
             None => {
                 let words = REQUEST_HEADER_WORDS + REQUEST_WORDS * self.max_requests;
@@ -570,7 +595,7 @@ impl<'r> DmaService<'r> {
                 bytes,
             }),
             Err(error) => {
-                self.spare.push(requests);
+                self.spare.push((requests, None));
                 Err(error)
             }
         }
@@ -633,7 +658,7 @@ impl<'r> DmaService<'r> {
         job.requests
             .write_u32(0, &zeros)
             .expect("the zeroed range fits the buffer");
-        self.spare.push(job.requests);
+        self.spare.push((job.requests, Some(self.runtime.launches())));
         report.jobs.push(DmaJob {
             chain: job.chain,
             continuation: job.request.map(|r| r.continuation),
@@ -646,6 +671,7 @@ impl<'r> DmaService<'r> {
     fn slot_back(&mut self, slot: Option<usize>) {
         if let Some(slot) = slot {
             self.free_slots.push(slot);
+            self.slot_read_in[slot] = Some(self.runtime.launches());
         }
     }
 

@@ -124,6 +124,9 @@ pub struct ScanOptions {
     /// then `memcpy` it into the slot (a mapped Vulkan buffer), on the scanning thread;
     /// the jobs are the same. For `megaring bench ingest`.
     pub copy_reads: bool,
+    /// Land chunks in a host-visible Vulkan allocation instead of imported host memory:
+    /// the fallback for devices without `VK_EXT_external_memory_host`, forced.
+    pub vulkan_arena: bool,
 }
 
 /// Where a scan stands, for progress displays.
@@ -296,7 +299,13 @@ impl<'r> Scanner<'r> {
             (_, None) => max_fuel,
         };
 
-        let (arena, reader) = Arena::with_reader(runtime, slots, chunk_bytes + overlap, slots as u32)?;
+        let (arena, reader) = Arena::with_reader(
+            runtime,
+            slots,
+            chunk_bytes + overlap,
+            slots as u32,
+            !options.vulkan_arena,
+        )?;
         let direct = options.direct && arena.direct_capable();
 
         let loaded = match &program {

@@ -44,7 +44,8 @@ unsafe impl Send for MappedPtr {}
 unsafe impl Sync for MappedPtr {}
 
 /// Page-aligned anonymous host memory (`mmap`), on 2 MiB huge pages where the system has
-/// them reserved, else on normal pages with transparent huge pages advised. Unmapped on drop.
+/// them reserved (`MAP_HUGETLB`), else on normal 4 KiB pages (transparent huge pages
+/// declined: their collapse moves pages). Faulted in at creation. Unmapped on drop.
 pub struct HostPages {
     ptr: MappedPtr,
     len: usize,
@@ -82,15 +83,11 @@ impl HostPages {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let advice = match std::env::var("MEGARING_ARENA_THP").as_deref() {
-            Ok("huge") => libc::MADV_HUGEPAGE,
-            Ok("none") => libc::MADV_NORMAL,
-            _ => libc::MADV_NOHUGEPAGE,
-        };
         // SAFETY: advice on the mapping just made; failure only loses the hint. Then every
-        // page is faulted in (written once), after the advice, before anyone pins it.
+        // page is faulted in (written once), after the advice, before anyone pins it. No
+        // transparent huge pages: khugepaged would move pages the device may have mapped.
         unsafe {
-            libc::madvise(p, len, advice);
+            libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
             std::ptr::write_bytes(p.cast::<u8>(), 0, len);
         }
         Ok(HostPages::from_raw(p, len, false))

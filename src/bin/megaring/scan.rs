@@ -160,6 +160,7 @@ pub fn scan(config: RuntimeConfig, args: ScanArgs) -> Result<bool, Box<dyn std::
         direct: args.direct,
         tiles_per_chunk: None,
         copy_reads: false,
+        vulkan_arena: false,
     };
     let name = program.name();
     let mut scanner = Scanner::new(&runtime, program, &options)?;
