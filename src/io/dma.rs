@@ -550,7 +550,9 @@ impl<'r> DmaService<'r> {
             Some(buffer) => Ok(buffer),
             None => {
                 let words = REQUEST_HEADER_WORDS + REQUEST_WORDS * self.max_requests;
-                self.runtime.alloc_u32(u64::from(words), Placement::HostCached)
+                // Device memory the host maps (see io::stream: host-zeroed counters the
+                // device adds to must not live in host memory a device cache holds).
+                self.runtime.alloc_u32(u64::from(words), Placement::DeviceShared)
             }
         }
     }

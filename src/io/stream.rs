@@ -339,7 +339,10 @@ impl<'r> Scanner<'r> {
         let slot_bytes = arena.slot_bytes() as u64;
         let mut resources = Vec::with_capacity(slots);
         for slot in 0..slots {
-            let out = runtime.alloc_u32(out_words, Placement::HostCached)?;
+            // Device memory the host can map (BAR where it exists): the host zeroes what jobs
+            // accumulate into, and in host memory a device cache could write old lines back
+            // over those zeros (seen on the H100).
+            let out = runtime.alloc_u32(out_words, Placement::DeviceShared)?;
             let start = arena.slot_offset(slot) as u64;
             let chunk = (arena.buffer(), start..start + slot_bytes);
             let whole = |b: &DeviceBuffer| 0..b.len_u32() * 4;
