@@ -13,10 +13,10 @@
 
 #include "ring.glsl"
 
-layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer VmProgramRef {
+layout(buffer_reference, std430, buffer_reference_align = 4) coherent readonly buffer VmProgramRef {
     uint w[];
 };
-layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer VmTableRef {
+layout(buffer_reference, std430, buffer_reference_align = 16) coherent readonly buffer VmTableRef {
     VmBuffer b[];
 };
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer VmWords {
@@ -32,6 +32,11 @@ const uint VM_RUNNING = 0u;
 const uint VM_AT_REDUCTION = 1u;
 const uint VM_HALTED = 2u;
 const uint VM_FAULTED = 3u;
+
+// The job's program (its first VM_SHARED_PROGRAM instructions) and buffer table, copied
+// once per job (see VM_SHARED_PROGRAM in src/protocol.rs).
+shared uint s_vm_prog[2 * VM_SHARED_PROGRAM];
+shared VmBuffer s_vm_table[VM_MAX_BUFFERS];
 
 shared uint s_vm_state[MAX_LANES];
 shared uint s_vm_pc[MAX_LANES];
@@ -92,6 +97,16 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
     VmTableRef table = VmTableRef(job.buf1);
     uint lane = gl_LocalInvocationID.x;
     uint lanes = LANES;
+    // Instruction word i (0: the first instruction's first word) of the program.
+    #define VM_WORD(i) ((i) < 2u * cached ? s_vm_prog[(i)] : prog.w[VM_HEADER_WORDS + (i)])
+    uint cached = min(prog.w[2], uint(VM_SHARED_PROGRAM));
+    for (uint i = lane; i < 2u * cached; i += lanes) {
+        s_vm_prog[i] = prog.w[VM_HEADER_WORDS + i];
+    }
+    for (uint k = lane; k < VM_MAX_BUFFERS; k += lanes) {
+        s_vm_table[k] = table.b[k];
+    }
+    barrier();
     uint r[32];
     [[unroll]] for (uint k = 0u; k < 32u; k++) {
         r[k] = 0u;
@@ -113,8 +128,8 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 break;
             }
             fuel -= 1u;
-            uint w0 = prog.w[VM_HEADER_WORDS + 2u * pc];
-            uint imm = prog.w[VM_HEADER_WORDS + 2u * pc + 1u];
+            uint w0 = VM_WORD(2u * pc);
+            uint imm = VM_WORD(2u * pc + 1u);
             uint op = w0 & 0xFFu;
             uint d = (w0 >> 8) & 31u;
             uint va = r[(w0 >> 16) & 31u];
@@ -198,7 +213,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 r[d] = v;
             } else if (op <= OP_ATOMIC_CAS) {
                 bool bytes = op == OP_LD8 || op == OP_ST8;
-                VmBuffer desc = table.b[imm & 7u]; // read once: bounds and address
+                VmBuffer desc = s_vm_table[imm & 7u];
                 if (!vm_in_range(desc, va, bytes ? 1u : 4u)) {
                     state = VM_FAULTED;
                     status = STATUS_FAULT_OUT_OF_RANGE;
@@ -244,7 +259,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
             } else if (op == OP_ARG) {
                 r[d] = imm == 0u ? job.arg0 : (imm == 1u ? job.arg1 : (imm == 2u ? job.arg2 : job.arg3));
             } else if (op == OP_BUFLEN) {
-                r[d] = uint(vm_bytes(table.b[imm & 7u]));
+                r[d] = uint(vm_bytes(s_vm_table[imm & 7u]));
             } else if (op == OP_RESULT) {
                 if (lane == 0u) {
                     results[imm & 3u] = va;
@@ -283,7 +298,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                     } else if (s_vm_pc[k] != red_pc) {
                         diverged = diverged == 0xFFFFFFFFu ? k : diverged;
                     } else {
-                        value = vm_combine(prog.w[VM_HEADER_WORDS + 2u * red_pc] & 0xFFu, value, s_vm_value[k]);
+                        value = vm_combine(VM_WORD(2u * red_pc) & 0xFFu, value, s_vm_value[k]);
                     }
                 }
             }
@@ -300,7 +315,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
         } else {
             leave = false;
             if (state == VM_AT_REDUCTION) {
-                r[(prog.w[VM_HEADER_WORDS + 2u * pc] >> 8) & 31u] = value;
+                r[(VM_WORD(2u * pc) >> 8) & 31u] = value;
                 pc += 1u;
                 state = VM_RUNNING;
             }
@@ -310,6 +325,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
             break;
         }
     }
+    #undef VM_WORD
 }
 
 #endif

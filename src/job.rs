@@ -148,10 +148,12 @@ impl BufferTable {
             });
         }
         let buffers: Vec<&DeviceBuffer> = views.iter().map(|(b, _)| *b).collect();
+        // Always VM_MAX_BUFFERS entries (the kernel copies them all); unused ones are empty,
+        // so any access through them is out of range.
         let table = Buffer::new(
             ctx,
             "megaring buffer table",
-            (entries.len().max(1) * 16) as u64,
+            u64::from(layout::VM_MAX_BUFFERS) * 16,
             Placement::DeviceShared,
         )?;
         table.write_bytes(0, bytemuck::cast_slice(&entries));
@@ -289,6 +291,14 @@ impl Job {
         self.entry.tag
     }
 
+    /// Loop iterations a VM job costs one lane besides its instructions (the copy of the
+    /// program's head and the buffer table into shared memory), with `lanes` lanes.
+    pub(crate) fn nop_program_cost(lanes: u32) -> u32 {
+        let lanes = lanes.clamp(1, layout::MAX_LANES);
+        let step = layout::ITERATIONS_PER_STEP;
+        (2 * layout::VM_SHARED_PROGRAM).div_ceil(lanes) * step + layout::VM_MAX_BUFFERS.div_ceil(lanes) * step
+    }
+
     /// Loop iterations the job costs one lane of a kernel with `lanes` lanes per workgroup
     /// (see `glsl/jobs.glsl`).
     pub fn cost(&self, lanes: u32) -> u32 {
@@ -300,10 +310,12 @@ impl Job {
             // The reduction loop runs log2(lanes) <= MAX_LANES_LOG2 times, plus its exit test.
             layout::JOB_SUM_U32 => strided.saturating_add(step * (layout::MAX_LANES_LOG2 + 1)),
             // Each instruction is one step of the interpreter loop, and each may end a phase.
+            // Plus the copy of the program's head and the buffer table into shared memory.
             layout::JOB_VM => e
                 .fuel
                 .saturating_add(1)
-                .saturating_mul(step + layout::VM_ITERATIONS_PER_PHASE),
+                .saturating_mul(step + layout::VM_ITERATIONS_PER_PHASE)
+                .saturating_add(Job::nop_program_cost(lanes)),
             _ => 0,
         }
     }

@@ -106,6 +106,12 @@ shared_constants! {
     VM_MAX_INSTRUCTIONS = 65_536;
     /// Loop iterations charged per phase of a VM job (the phase loop and its barriers).
     VM_ITERATIONS_PER_PHASE = 16;
+    /// Instructions of a program the interpreter copies into shared memory at the start of
+    /// each job (the rest are fetched from the program buffer). With the buffer table,
+    /// also copied, this makes every job read its program and table from memory once, and
+    /// through coherent loads: a new program or table in memory that an earlier job of the
+    /// same launch read (freed, reused) is never served from a stale SM cache line.
+    VM_SHARED_PROGRAM = 256;
 
     // Opcodes. Operands: d = dst register, a, b = source registers, imm = 32-bit immediate.
     /// Do nothing.

@@ -390,7 +390,9 @@ impl Runtime {
     /// The most fuel a VM job may have on this device (one epoch must be able to hold it).
     pub fn max_fuel(&self) -> u32 {
         let per_instruction = layout::ITERATIONS_PER_STEP + layout::VM_ITERATIONS_PER_PHASE;
-        (self.shared.max_cost / per_instruction).saturating_sub(1)
+        // What a job of no fuel costs: the copy of program head and table (see Job::cost).
+        let prologue = crate::Job::nop_program_cost(self.shared.lanes);
+        (self.shared.max_cost.saturating_sub(prologue) / per_instruction).saturating_sub(1)
     }
 
     /// Uploads a verified program for [`Job::program`].

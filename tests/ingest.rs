@@ -156,7 +156,10 @@ fn the_fallback_arena_and_the_copy_baseline_give_the_same_answers() {
     let mut scanner = Scanner::new(&rt, ScanProgram::Crc32, &fallback).unwrap();
     assert!(!scanner.arena_imported());
     assert!(scanner.describe().contains("fallback"), "{}", scanner.describe());
-    assert_eq!(value(&scanner.scan(std::slice::from_ref(&path), &mut |_| {})[0]), &expected);
+    assert_eq!(
+        value(&scanner.scan(std::slice::from_ref(&path), &mut |_| {})[0]),
+        &expected
+    );
     drop(scanner);
     let copy = ScanOptions {
         copy_reads: true,
