@@ -22,11 +22,6 @@ layout(buffer_reference, std430, buffer_reference_align = 16) coherent readonly 
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer VmWords {
     uint v[];
 };
-// The same words, read with volatile loads: buffers flagged VM_BUFFER_HOST_HIGH (host
-// memory the host writes while the kernel runs, which a GPU cache may hold stale).
-layout(buffer_reference, std430, buffer_reference_align = 4) volatile coherent buffer VmHostWords {
-    uint v[];
-};
 
 const uint VM_RUNNING = 0u;
 const uint VM_AT_REDUCTION = 1u;
@@ -43,13 +38,8 @@ shared uint s_vm_pc[MAX_LANES];
 shared uint s_vm_value[MAX_LANES];
 
 // Whether element `index` of `size` bytes lies inside the buffer `desc`.
-// Length in bytes of the buffer `desc` (its flag bit cleared).
-uint64_t vm_bytes(VmBuffer desc) {
-    return desc.bytes & ~(uint64_t(VM_BUFFER_HOST_HIGH) << 32);
-}
-
 bool vm_in_range(VmBuffer desc, uint index, uint size) {
-    return uint64_t(index) * uint64_t(size) + uint64_t(size) <= vm_bytes(desc);
+    return uint64_t(index) * uint64_t(size) + uint64_t(size) <= desc.bytes;
 }
 
 float vm_f(uint x) { return uintBitsToFloat(x); }
@@ -223,14 +213,8 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                     uint offset = bytes ? va : va * 4u;
                     uint word = offset >> 2;
                     uint shift = (offset & 3u) * 8u;
-                    bool host = (uint(desc.bytes >> 32) & VM_BUFFER_HOST_HIGH) != 0u;
                     if (op == OP_LD32 || op == OP_LD8) {
-                        uint w;
-                        if (host) {
-                            w = VmHostWords(desc.address).v[word];
-                        } else {
-                            w = words.v[word];
-                        }
+                        uint w = words.v[word];
                         r[d] = op == OP_LD32 ? w : (w >> shift) & 0xFFu;
                     }
                     else if (op == OP_ST32) words.v[word] = vb;
@@ -259,7 +243,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
             } else if (op == OP_ARG) {
                 r[d] = imm == 0u ? job.arg0 : (imm == 1u ? job.arg1 : (imm == 2u ? job.arg2 : job.arg3));
             } else if (op == OP_BUFLEN) {
-                r[d] = uint(vm_bytes(s_vm_table[imm & 7u]));
+                r[d] = uint(s_vm_table[imm & 7u].bytes);
             } else if (op == OP_RESULT) {
                 if (lane == 0u) {
                     results[imm & 3u] = va;

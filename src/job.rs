@@ -131,20 +131,9 @@ impl BufferTable {
                     len: buffer.len_u32(),
                 });
             }
-            // Host memory the host may write while the kernel runs: volatile loads.
-            let host = !buffer
-                .0
-                .memory_flags()
-                .contains(ash::vk::MemoryPropertyFlags::DEVICE_LOCAL)
-                && std::env::var("MEGARING_HOST_VOLATILE").map_or(true, |v| v != "0");
-            let flag = if host {
-                u64::from(layout::VM_BUFFER_HOST_HIGH) << 32
-            } else {
-                0
-            };
             entries.push(VmBuffer {
                 address: buffer.address() + bytes.start,
-                bytes: (bytes.end - bytes.start) | flag,
+                bytes: bytes.end - bytes.start,
             });
         }
         let buffers: Vec<&DeviceBuffer> = views.iter().map(|(b, _)| *b).collect();

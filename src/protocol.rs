@@ -33,10 +33,6 @@ shared_constants! {
     /// iterations) stays within this: heavy jobs (tiles of a large grid) are claimed one
     /// at a time, so idle workgroups take the next ones in parallel.
     CLAIM_BATCH_COST = 4096;
-    /// Set in the high word of a buffer table entry's `bytes` (bit 63): the buffer is host
-    /// memory that the host writes while the kernel runs (the ingest arena), so the
-    /// interpreter reads it with volatile loads, never from a stale GPU cache line.
-    VM_BUFFER_HOST_HIGH = 0x8000_0000;
     /// Loop iterations charged for one pass of the megakernel's main loop. lavapipe
     /// counted 8 per idle pass (its silent cut came after 8,194 passes); 10 keeps a margin.
     /// See docs/protocol.md, "Epochs".
