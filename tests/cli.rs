@@ -1,5 +1,6 @@
 //! The `megaring` command on the real device: `run` with a library program and a file,
-//! an assembly error pointing at its line, a device fault, and `info`.
+//! an assembly error pointing at its line, a device fault, `info`, and `scan` (table, JSON,
+//! per-file errors, argument errors) against answers computed here.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -95,4 +96,188 @@ fn info_reports_mode_and_ring_memory() {
     ] {
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
     }
+}
+
+/// A scratch directory on a disk file system, removed on drop.
+fn scratch() -> tempfile::TempDir {
+    // The directory exists where the tests were built; create it where they run.
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    tempfile::Builder::new()
+        .prefix("megaring-cli-scan")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+/// Pseudo-random text-like bytes with newlines and overlapping repeats of `ab`.
+fn text(len: usize, seed: u32) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"aab ab\nabab\nb\nxyz";
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            ALPHABET[x as usize % ALPHABET.len()]
+        })
+        .collect()
+}
+
+/// Python's bytes.count: non-overlapping occurrences, greedy from the left.
+fn bytes_count(hay: &[u8], needle: &[u8]) -> u64 {
+    let (mut i, mut n) = (0, 0);
+    while i + needle.len() <= hay.len() {
+        if &hay[i..i + needle.len()] == needle {
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+/// The table row of `path`: its whitespace-separated fields (path, bytes, result...).
+fn row<'a>(stdout: &'a str, path: &std::path::Path) -> Vec<&'a str> {
+    let path = path.to_str().unwrap();
+    stdout
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(path))
+        .unwrap_or_else(|| panic!("no row for {path} in:\n{stdout}"))
+        .split_whitespace()
+        .collect()
+}
+
+#[test]
+fn scan_lines_prints_the_wc_l_count_per_file() {
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = scratch();
+    // Larger than one chunk (64 KiB on lavapipe), no newline at the end.
+    let data = text(100_000, 1);
+    let path = dir.path().join("text.txt");
+    std::fs::write(&path, &data).unwrap();
+    let out = megaring(&["scan", "-p", "lines", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(0));
+    let lines = data.iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(
+        row(&stdout, &path),
+        [path.to_str().unwrap(), &data.len().to_string(), &lines.to_string()],
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().next().unwrap().contains("lines"),
+        "header names the program: {stdout}"
+    );
+    assert!(!stderr.contains("[vulkan validation]"), "validation messages: {stderr}");
+}
+
+#[test]
+fn scan_reports_a_missing_file_in_its_row_and_fails_but_scans_the_others() {
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = scratch();
+    let (a, b) = (text(30_000, 2), text(5_000, 3));
+    let good_a = dir.path().join("a.txt");
+    let good_b = dir.path().join("b.txt");
+    let missing = dir.path().join("missing.txt");
+    std::fs::write(&good_a, &a).unwrap();
+    std::fs::write(&good_b, &b).unwrap();
+    let out = megaring(&[
+        "scan",
+        "-p",
+        "lines",
+        good_a.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        good_b.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a missing file fails the command: {stdout}");
+    for (path, data) in [(&good_a, &a), (&good_b, &b)] {
+        let lines = data.iter().filter(|&&c| c == b'\n').count();
+        assert_eq!(
+            row(&stdout, path),
+            [path.to_str().unwrap(), &data.len().to_string(), &lines.to_string()],
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bad = row(&stdout, &missing).join(" ");
+    assert!(bad.contains("error:"), "{bad}");
+    assert!(bad.contains("no such file"), "{bad}");
+}
+
+#[test]
+fn scan_json_gives_each_file_its_crc32() {
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = scratch();
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> = [(80_000, 4), (1, 5), (4_099, 6)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (len, seed))| {
+            let path = dir.path().join(format!("{i}.bin"));
+            let data = text(len, seed);
+            std::fs::write(&path, &data).unwrap();
+            (path, data)
+        })
+        .collect();
+    let mut args = vec!["scan", "-p", "crc32", "--json"];
+    args.extend(files.iter().map(|(p, _)| p.to_str().unwrap()));
+    let out = megaring(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(json["program"], "crc32", "{json}");
+    assert_eq!(json["failed"], 0, "{json}");
+    assert_eq!(json["files"].as_array().map(Vec::len), Some(files.len()), "{json}");
+    for (i, (path, data)) in files.iter().enumerate() {
+        let file = &json["files"][i];
+        assert_eq!(file["path"], path.to_str().unwrap(), "{json}");
+        assert_eq!(file["bytes"], data.len() as u64, "{json}");
+        assert_eq!(
+            file["result"],
+            u64::from(crc32fast::hash(data)),
+            "{}: {json}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn scan_count_literal_equals_bytes_count() {
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = scratch();
+    let data = text(100_000, 7);
+    let path = dir.path().join("literal.txt");
+    std::fs::write(&path, &data).unwrap();
+    // `\n` is the command's escape, not a newline in the argument.
+    let out = megaring(&[
+        "scan",
+        "-p",
+        "count-literal",
+        "--literal",
+        "ab\\n",
+        path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let expected = bytes_count(&data, b"ab\n");
+    assert!(expected > 100, "the test data has matches: {expected}");
+    assert_eq!(
+        row(&stdout, &path),
+        [path.to_str().unwrap(), &data.len().to_string(), &expected.to_string()],
+        "{stdout}"
+    );
+}
+
+#[test]
+fn scan_count_byte_without_byte_names_the_missing_option() {
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = scratch();
+    let path = dir.path().join("x.txt");
+    std::fs::write(&path, b"x\n").unwrap();
+    let out = megaring(&["scan", "-p", "count-byte", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("--byte"), "{stderr}");
 }

@@ -139,9 +139,13 @@ fn median(mut rates: Vec<f64>) -> f64 {
     rates[rates.len() / 2]
 }
 
-/// Raw io_uring read rate of `path` into a region of `slots` x `chunk` bytes, `slots` in
-/// flight: no GPU, the ceiling of any ingest through this reader.
-fn raw_uring(path: &Path, chunk: usize, slots: usize, direct: bool) -> Result<(Duration, bool)> {
+/// Raw io_uring read of the whole of `path` into a region of `slots` x `chunk` bytes
+/// (page-aligned host memory, the arena's shape), `slots` reads in flight, no GPU: the
+/// ceiling of any ingest through this reader. Returns the time (open to close) and whether
+/// the file was really read with `O_DIRECT` (asked with `direct`; the file system may
+/// refuse). Use a scanner's [`Scanner::chunk_bytes`] and [`Scanner::slots`] to compare
+/// with its scans.
+pub fn raw_uring(path: &Path, chunk: usize, slots: usize, direct: bool) -> Result<(Duration, bool)> {
     let pages = HostPages::new(chunk * slots).map_err(|e| Error::Allocation {
         what: "the raw read region".into(),
         reason: e.to_string(),
