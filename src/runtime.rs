@@ -36,7 +36,7 @@ pub enum ModeRequest {
     Batch,
 }
 
-/// Runtime settings; `Default` reads `MEGARING_DEVICE` and `MEGARING_VALIDATION`.
+/// Runtime settings; `Default` reads `MEGARING_DEVICE`, `MEGARING_VALIDATION` and `MEGARING_IDLE_POLLS`.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     /// Physical device to use.
@@ -121,6 +121,8 @@ pub struct Stats {
     pub budget_exits: u32,
     /// Workgroup exits for shutdown.
     pub shutdown_exits: u32,
+    /// Workgroup exits for a relaunch request ([`Runtime::request_relaunch`]).
+    pub yield_exits: u32,
     /// Loops a driver ended before the kernel chose to (see `ControlBlock::unplanned_exits`).
     pub unplanned_exits: u32,
     /// Most loop iterations one invocation counted in an epoch.
@@ -528,6 +530,7 @@ impl Runtime {
             idle_exits: c.idle_exits,
             budget_exits: c.budget_exits,
             shutdown_exits: c.shutdown_exits,
+            yield_exits: c.yield_exits,
             unplanned_exits: c.unplanned_exits,
             max_iterations: c.max_iterations,
             cancelled: self.shared.cancelled.load(Ordering::SeqCst),

@@ -133,6 +133,8 @@ fn scans_equal_independent_answers_across_chunk_borders() {
             );
         }
     }
+    // Slots were reused while the kernel ran: their chunks waited for fresh launches.
+    assert!(rt.stats().yield_exits > 0, "{:?}", rt.stats());
     let mut scanner = Scanner::new(&rt, ScanProgram::Histogram, &options(false)).unwrap();
     for ((_, data), report) in files.iter().zip(scanner.scan(&paths, &mut |_| {})) {
         let mut bins = vec![0u64; 256];
