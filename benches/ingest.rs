@@ -8,55 +8,13 @@
 //! test file (8 MiB on lavapipe, 1 GiB elsewhere) is written to `/var/tmp` and removed.
 
 use std::cell::Cell;
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use megaring::bench::raw_uring;
+use megaring::bench::{raw_uring, IngestFile};
 use megaring::io::{ScanOptions, ScanProgram, ScanValue, Scanner};
 use megaring::vk::{Context, DeviceSelector};
 use megaring::{Runtime, RuntimeConfig};
-
-/// The test file, removed on drop (also when a check panics).
-struct TestFile(PathBuf);
-
-impl TestFile {
-    /// `bytes` of text-like data (lines of varying length) in `/var/tmp`; returns the file
-    /// and its line count.
-    fn create(bytes: u64) -> (Self, u64) {
-        let path = PathBuf::from("/var/tmp").join(format!("megaring-bench-ingest-{}.txt", std::process::id()));
-        let file = TestFile(path);
-        let mut block = Vec::with_capacity(1 << 20);
-        let mut x = 0x9E37_79B9u32;
-        while block.len() < 1 << 20 {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            block.push(if x % 61 == 0 { b'\n' } else { b'a' + (x % 26) as u8 });
-        }
-        let newlines = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count() as u64;
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&file.0).expect("create the test file"));
-        let (mut written, mut lines) = (0u64, 0u64);
-        while written < bytes {
-            let n = (bytes - written).min(block.len() as u64) as usize;
-            out.write_all(&block[..n]).expect("write the test file");
-            lines += newlines(&block[..n]);
-            written += n as u64;
-        }
-        out.into_inner()
-            .expect("flush the test file")
-            .sync_all()
-            .expect("sync the test file");
-        (file, lines)
-    }
-}
-
-impl Drop for TestFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// `x` with at least 2 significant digits and 2 decimals (lavapipe's rates are tiny).
 fn digits(x: f64) -> String {
@@ -80,11 +38,11 @@ fn ingest(c: &mut Criterion) {
         .caps()
         .lavapipe;
     let bytes: u64 = if lavapipe { 8 << 20 } else { 1 << 30 };
-    let (file, lines) = TestFile::create(bytes);
-    let paths = vec![file.0.clone()];
+    let (file, lines) = IngestFile::create(std::path::Path::new("/var/tmp"), bytes).expect("write the test file");
+    let paths = vec![file.path().to_path_buf()];
     // Warm the page cache: every path reads through it.
     std::io::copy(
-        &mut std::fs::File::open(&file.0).expect("open the test file"),
+        &mut std::fs::File::open(file.path()).expect("open the test file"),
         &mut std::io::sink(),
     )
     .expect("read the test file");
@@ -134,7 +92,11 @@ fn ingest(c: &mut Criterion) {
     group.bench_function("raw io_uring", |b| {
         b.iter_custom(|iters| {
             let total: Duration = (0..iters)
-                .map(|_| raw_uring(&file.0, chunk, slots, false).expect("raw io_uring read").0)
+                .map(|_| {
+                    raw_uring(file.path(), chunk, slots, false)
+                        .expect("raw io_uring read")
+                        .0
+                })
                 .sum();
             tally(&tallies[2], total, iters);
             total

@@ -2,6 +2,9 @@
 //! an assembly error pointing at its line, a device fault, `info`, and `scan` (table, JSON,
 //! per-file errors, argument errors) against answers computed here.
 
+mod common;
+
+use common::bytes_count;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -120,20 +123,6 @@ fn text(len: usize, seed: u32) -> Vec<u8> {
             ALPHABET[x as usize % ALPHABET.len()]
         })
         .collect()
-}
-
-/// Python's bytes.count: non-overlapping occurrences, greedy from the left.
-fn bytes_count(hay: &[u8], needle: &[u8]) -> u64 {
-    let (mut i, mut n) = (0, 0);
-    while i + needle.len() <= hay.len() {
-        if &hay[i..i + needle.len()] == needle {
-            n += 1;
-            i += needle.len();
-        } else {
-            i += 1;
-        }
-    }
-    n
 }
 
 /// The table row of `path`: its whitespace-separated fields (path, bytes, result...).

@@ -8,23 +8,9 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{config, TestRuntime};
+use common::{bytes_count, config, TestRuntime};
 use megaring::io::{ScanOptions, ScanProgram, ScanValue, Scanner};
 use megaring::Error;
-
-/// Python's bytes.count: non-overlapping occurrences, greedy from the left.
-fn bytes_count(hay: &[u8], needle: &[u8]) -> u64 {
-    let (mut i, mut n) = (0, 0);
-    while i + needle.len() <= hay.len() {
-        if &hay[i..i + needle.len()] == needle {
-            n += 1;
-            i += needle.len();
-        } else {
-            i += 1;
-        }
-    }
-    n
-}
 
 /// A scratch directory on a disk file system (tmpfs refuses O_DIRECT).
 fn scratch() -> tempfile::TempDir {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{config, TestRuntime};
+use common::{bytes_count, config, TestRuntime};
 use megaring::vm::library::library_program;
 use megaring::{Completion, DeviceBuffer, Job, Placement};
 
@@ -131,20 +131,6 @@ fn crc32_equals_zlib_on_a_real_file() {
     rt.finish();
 }
 
-/// Python's bytes.count: non-overlapping occurrences, greedy from the left.
-fn bytes_count(hay: &[u8], needle: &[u8]) -> u32 {
-    let (mut i, mut n) = (0, 0);
-    while i + needle.len() <= hay.len() {
-        if &hay[i..i + needle.len()] == needle {
-            n += 1;
-            i += needle.len();
-        } else {
-            i += 1;
-        }
-    }
-    n
-}
-
 #[test]
 fn count_literal_equals_bytes_count_across_chunk_borders() {
     let rt = TestRuntime::new(config());
@@ -171,7 +157,7 @@ fn count_literal_equals_bytes_count_across_chunk_borders() {
         .unwrap();
         let done = rt.submit(job).unwrap().wait().unwrap();
         assert_eq!(
-            done.results[0],
+            u64::from(done.results[0]),
             bytes_count(&hay, needle),
             "`{}`",
             String::from_utf8_lossy(needle)
@@ -278,11 +264,7 @@ fn crc32_and_count_literal_tiles_combine_exactly_on_a_real_file() {
         let words = scratch.read_u32(0, scratch.len_u32()).unwrap();
         let (count, _) = megaring::vm::library::literal_chain(&words, lanes, m, tiles as usize, 0);
         let shown = String::from_utf8_lossy(needle);
-        assert_eq!(
-            count,
-            u64::from(bytes_count(data, needle)),
-            "`{shown}` over {tiles} tiles"
-        );
+        assert_eq!(count, bytes_count(data, needle), "`{shown}` over {tiles} tiles");
     }
     rt.finish();
 }

@@ -89,12 +89,13 @@ impl IngestReport {
     }
 }
 
-/// The test file, removed on drop.
-struct TestFile(PathBuf);
+/// A test file of text-like bytes (lines of varying length), removed on drop (also when a
+/// check panics).
+pub struct IngestFile(PathBuf);
 
-impl TestFile {
-    /// Text-like bytes (lines of varying length) so every program has work.
-    fn create(dir: &Path, bytes: u64) -> Result<(Self, u64)> {
+impl IngestFile {
+    /// Writes `bytes` bytes into a new file in `dir`; returns it and its line count.
+    pub fn create(dir: &Path, bytes: u64) -> Result<(Self, u64)> {
         let path = dir.join(format!("megaring-bench-ingest-{}.dat", std::process::id()));
         let failed = |e: std::io::Error| Error::InvalidConfig(format!("cannot write {}: {e}", path.display()));
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(failed)?);
@@ -120,11 +121,16 @@ impl TestFile {
             written += n as u64;
         }
         file.flush().map_err(failed)?;
-        Ok((TestFile(path), lines))
+        Ok((IngestFile(path), lines))
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 }
 
-impl Drop for TestFile {
+impl Drop for IngestFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
@@ -186,7 +192,7 @@ pub fn raw_uring(path: &Path, chunk: usize, slots: usize, direct: bool) -> Resul
 /// read() + memcpy baseline, through the page cache and (if asked) with `O_DIRECT`. Every
 /// scan's answer is checked against the file's known line count.
 pub fn ingest(runtime: &Runtime, options: &IngestOptions) -> Result<IngestReport> {
-    let (file, lines) = TestFile::create(&options.dir, options.bytes)?;
+    let (file, lines) = IngestFile::create(&options.dir, options.bytes)?;
     let paths = vec![file.0.clone()];
     // Warm the page cache.
     std::fs::read(&file.0).map_err(|e| Error::InvalidConfig(format!("cannot read {}: {e}", file.0.display())))?;

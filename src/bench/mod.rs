@@ -5,7 +5,7 @@
 
 mod ingest;
 
-pub use ingest::{ingest, raw_uring, IngestOptions, IngestReport, IngestRow};
+pub use ingest::{ingest, raw_uring, IngestFile, IngestOptions, IngestReport, IngestRow};
 
 use std::collections::VecDeque;
 use std::sync::Arc;

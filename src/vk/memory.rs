@@ -158,28 +158,8 @@ impl Buffer {
     pub fn new(ctx: &Arc<Context>, name: &str, size: u64, placement: Placement) -> Result<Self> {
         let size = size.max(4);
         let device = &ctx.device;
-        let info = vk::BufferCreateInfo::default()
-            .size(size)
-            .usage(
-                vk::BufferUsageFlags::STORAGE_BUFFER
-                    | vk::BufferUsageFlags::SHADER_DEVICE_ADDRESS
-                    | vk::BufferUsageFlags::TRANSFER_SRC
-                    | vk::BufferUsageFlags::TRANSFER_DST,
-            )
-            .sharing_mode(vk::SharingMode::EXCLUSIVE);
-        // SAFETY: valid create info on a live device.
-        let raw = unsafe { device.create_buffer(&info, None) }.map_err(Error::vk("vkCreateBuffer"))?;
-        // From here on `buffer`'s Drop destroys the buffer (and frees memory) if a step fails.
-        let mut buffer = Buffer {
-            ctx: ctx.clone(),
-            raw,
-            allocation: None,
-            imported: None,
-            address: 0,
-            size,
-            mapped: MappedPtr(NonNull::dangling()),
-            memory_type: 0,
-        };
+        let mut buffer = Buffer::unbound(ctx, size, None)?;
+        let raw = buffer.raw;
         // SAFETY: `raw` is a live buffer of this device.
         let requirements = unsafe { device.get_buffer_memory_requirements(raw) };
         let allocation = ctx
@@ -206,15 +186,11 @@ impl Buffer {
             .find(|t| t.flags == flags && requirements.memory_type_bits & (1 << t.index) != 0)
             .map_or(u32::MAX, |t| t.index);
         buffer.allocation = Some(allocation);
-        // SAFETY: memory and offset come from an allocation made for these requirements.
-        unsafe { device.bind_buffer_memory(raw, memory, offset) }.map_err(Error::vk("vkBindBufferMemory"))?;
+        buffer.bind(memory, offset)?;
         buffer.mapped = MappedPtr(mapped.ok_or_else(|| Error::Allocation {
             what: name.to_owned(),
             reason: "the memory type chosen is not host-visible".into(),
         })?);
-        let address_info = vk::BufferDeviceAddressInfo::default().buffer(raw);
-        // SAFETY: the buffer was created with SHADER_DEVICE_ADDRESS and bound to memory.
-        buffer.address = unsafe { device.get_buffer_device_address(&address_info) };
         // Start from zeros whatever the allocator handed back.
         // SAFETY: the mapping covers `size` bytes and nothing else uses the buffer yet.
         unsafe { std::ptr::write_bytes(buffer.mapped.0.as_ptr(), 0, size as usize) };
@@ -253,29 +229,8 @@ impl Buffer {
         }
         let size = pages.len() as u64;
         let device = &ctx.device;
-        let mut external = vk::ExternalMemoryBufferCreateInfo::default().handle_types(handle_type);
-        let info = vk::BufferCreateInfo::default()
-            .size(size)
-            .usage(
-                vk::BufferUsageFlags::STORAGE_BUFFER
-                    | vk::BufferUsageFlags::SHADER_DEVICE_ADDRESS
-                    | vk::BufferUsageFlags::TRANSFER_SRC
-                    | vk::BufferUsageFlags::TRANSFER_DST,
-            )
-            .sharing_mode(vk::SharingMode::EXCLUSIVE)
-            .push_next(&mut external);
-        // SAFETY: valid create info on a live device.
-        let raw = unsafe { device.create_buffer(&info, None) }.map_err(Error::vk("vkCreateBuffer"))?;
-        let mut buffer = Buffer {
-            ctx: ctx.clone(),
-            raw,
-            allocation: None,
-            imported: None,
-            address: 0,
-            size,
-            mapped: MappedPtr(NonNull::dangling()),
-            memory_type: 0,
-        };
+        let mut buffer = Buffer::unbound(ctx, size, Some(handle_type))?;
+        let raw = buffer.raw;
         // SAFETY: `raw` is a live buffer of this device.
         let requirements = unsafe { device.get_buffer_memory_requirements(raw) };
         let wanted = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
@@ -305,13 +260,53 @@ impl Buffer {
         buffer.memory_type = memory_type.index;
         buffer.mapped = pages.ptr;
         buffer.imported = Some((memory, pages));
-        // SAFETY: memory made for this buffer's requirements, bound once at offset 0.
-        unsafe { device.bind_buffer_memory(raw, memory, 0) }.map_err(Error::vk("vkBindBufferMemory"))?;
-        let address_info = vk::BufferDeviceAddressInfo::default().buffer(raw);
+        buffer.bind(memory, 0)?;
+        Ok(buffer)
+    }
+
+    /// A buffer object of `size` bytes without memory (importable as `external` when
+    /// given); its Drop destroys it (and frees whatever memory a later step attaches) if a
+    /// step fails.
+    fn unbound(ctx: &Arc<Context>, size: u64, external: Option<vk::ExternalMemoryHandleTypeFlags>) -> Result<Self> {
+        let mut external_info =
+            vk::ExternalMemoryBufferCreateInfo::default().handle_types(external.unwrap_or_default());
+        let mut info = vk::BufferCreateInfo::default()
+            .size(size)
+            .usage(
+                vk::BufferUsageFlags::STORAGE_BUFFER
+                    | vk::BufferUsageFlags::SHADER_DEVICE_ADDRESS
+                    | vk::BufferUsageFlags::TRANSFER_SRC
+                    | vk::BufferUsageFlags::TRANSFER_DST,
+            )
+            .sharing_mode(vk::SharingMode::EXCLUSIVE);
+        if external.is_some() {
+            info = info.push_next(&mut external_info);
+        }
+        // SAFETY: valid create info on a live device.
+        let raw = unsafe { ctx.device.create_buffer(&info, None) }.map_err(Error::vk("vkCreateBuffer"))?;
+        Ok(Buffer {
+            ctx: ctx.clone(),
+            raw,
+            allocation: None,
+            imported: None,
+            address: 0,
+            size,
+            mapped: MappedPtr(NonNull::dangling()),
+            memory_type: 0,
+        })
+    }
+
+    /// Binds `memory` at `offset` and reads the buffer's device address.
+    fn bind(&mut self, memory: vk::DeviceMemory, offset: u64) -> Result<()> {
+        // SAFETY: the memory was allocated (or imported) for this buffer's requirements and
+        // is owned by it; a buffer is bound once.
+        unsafe { self.ctx.device.bind_buffer_memory(self.raw, memory, offset) }
+            .map_err(Error::vk("vkBindBufferMemory"))?;
+        let address_info = vk::BufferDeviceAddressInfo::default().buffer(self.raw);
         // SAFETY: the buffer was created with SHADER_DEVICE_ADDRESS and bound to memory
         // allocated with DEVICE_ADDRESS.
-        buffer.address = unsafe { device.get_buffer_device_address(&address_info) };
-        Ok(buffer)
+        self.address = unsafe { self.ctx.device.get_buffer_device_address(&address_info) };
+        Ok(())
     }
 
     /// Whether the buffer is host memory imported in place ([`Buffer::import_host`]).

@@ -72,3 +72,17 @@ pub fn assert_validation_clean(runtime: &Runtime) {
         runtime.validation_messages()
     );
 }
+
+/// Python's `bytes.count`: non-overlapping occurrences, greedy from the left.
+pub fn bytes_count(hay: &[u8], needle: &[u8]) -> u64 {
+    let (mut i, mut n) = (0, 0);
+    while i + needle.len() <= hay.len() {
+        if &hay[i..i + needle.len()] == needle {
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
