@@ -211,8 +211,9 @@ pub fn scan(config: RuntimeConfig, args: ScanArgs) -> Result<bool, Box<dyn std::
         }
     }
     eprintln!(
-        "megaring scan: {} files ({failed} failed), {bytes} bytes in {seconds:.3} s = {rate:.2} GB/s on {}; {}",
+        "megaring scan: {} files ({failed} failed), {bytes} bytes in {seconds:.3} s = {} on {}; {}",
         reports.len(),
+        if rate >= 1.0 { format!("{rate:.2} GB/s") } else { format!("{:.1} MB/s", rate * 1e3) },
         runtime.info().caps.name,
         scanner.describe()
     );
