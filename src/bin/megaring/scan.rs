@@ -213,7 +213,11 @@ pub fn scan(config: RuntimeConfig, args: ScanArgs) -> Result<bool, Box<dyn std::
     eprintln!(
         "megaring scan: {} files ({failed} failed), {bytes} bytes in {seconds:.3} s = {} on {}; {}",
         reports.len(),
-        if rate >= 1.0 { format!("{rate:.2} GB/s") } else { format!("{:.1} MB/s", rate * 1e3) },
+        if rate >= 1.0 {
+            format!("{rate:.2} GB/s")
+        } else {
+            format!("{:.1} MB/s", rate * 1e3)
+        },
         runtime.info().caps.name,
         scanner.describe()
     );
