@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::bytes_count;
+use common::{bytes_count, scratch};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -101,28 +101,9 @@ fn info_reports_mode_and_ring_memory() {
     }
 }
 
-/// A scratch directory on a disk file system, removed on drop.
-fn scratch() -> tempfile::TempDir {
-    // The directory exists where the tests were built; create it where they run.
-    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    tempfile::Builder::new()
-        .prefix("megaring-cli-scan")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-}
-
 /// Pseudo-random text-like bytes with newlines and overlapping repeats of `ab`.
 fn text(len: usize, seed: u32) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"aab ab\nabab\nb\nxyz";
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            ALPHABET[x as usize % ALPHABET.len()]
-        })
-        .collect()
+    common::text(len, seed, b"aab ab\nabab\nb\nxyz")
 }
 
 /// The table row of `path`: its whitespace-separated fields (path, bytes, result...).

@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::path::PathBuf;
 
-use common::{config, TestRuntime};
+use common::{config, scratch, TestRuntime};
 use megaring::io::{DmaError, DmaReport, DmaRequest, DmaService};
 use megaring::vm::{assemble, verify, VerifiedProgram};
 use megaring::{DeviceBuffer, Error, Placement, Runtime};
@@ -153,13 +153,6 @@ const FAULT: &str = "
 
 fn program(source: &str) -> VerifiedProgram {
     verify(&assemble(source).unwrap(), 2).unwrap()
-}
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("megaring-dma")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
 }
 
 fn write_file(dir: &tempfile::TempDir, name: &str, words: &[u32]) -> PathBuf {

@@ -8,19 +8,9 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{bytes_count, config, TestRuntime};
+use common::{bytes_count, config, scratch, TestRuntime};
 use megaring::io::{ScanOptions, ScanProgram, ScanValue, Scanner};
 use megaring::Error;
-
-/// A scratch directory on a disk file system (tmpfs refuses O_DIRECT).
-fn scratch() -> tempfile::TempDir {
-    // The directory exists where the tests were built; create it where they run.
-    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    tempfile::Builder::new()
-        .prefix("megaring-ingest")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-}
 
 fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -28,17 +18,9 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     path
 }
 
-/// Pseudo-random text-like bytes with newlines and repeats (for literals that overlap).
+/// Text-like bytes with newlines and repeats (for literals that overlap).
 fn text(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            b"aab ab\nabaaba\nxyz"[(x % 17) as usize]
-        })
-        .collect()
+    common::text(len, seed, b"aab ab\nabaaba\nxyz")
 }
 
 /// Small chunks so that files span many of them, and a small arena (4 slots).

@@ -86,3 +86,26 @@ pub fn bytes_count(hay: &[u8], needle: &[u8]) -> u64 {
     }
     n
 }
+
+/// A scratch directory on a disk file system (tmpfs refuses O_DIRECT), removed on drop.
+pub fn scratch() -> tempfile::TempDir {
+    // The directory exists where the tests were built; create it where they run.
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    tempfile::Builder::new()
+        .prefix("megaring-test")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+/// `len` pseudo-random bytes drawn from `alphabet` (text with newlines and repeats).
+pub fn text(len: usize, seed: u32, alphabet: &[u8]) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            alphabet[x as usize % alphabet.len()]
+        })
+        .collect()
+}
