@@ -210,6 +210,18 @@ struct FileScan {
     copy: Option<std::fs::File>,
 }
 
+/// One call of [`Scanner::scan`]: its files, the slots' states and the reports so far.
+struct ScanRun {
+    files: Vec<FileScan>,
+    slots: Vec<SlotState>,
+    /// Files before this one have issued all their reads (or failed).
+    opened: usize,
+    reports: Vec<Option<FileReport>>,
+    /// Chunks the copy baseline landed, processed with io_uring's completions.
+    landed: Vec<(usize, usize, Option<super::IoError>)>,
+    progress: ScanProgress,
+}
+
 /// Streams files through io_uring into an imported arena and runs a program over every
 /// chunk in place. Reusable for many scans.
 pub struct Scanner<'r> {
@@ -430,274 +442,36 @@ impl<'r> Scanner<'r> {
 
     /// Scans `paths` in order; every file gets a report, in the order given.
     pub fn scan(&mut self, paths: &[PathBuf], progress: &mut dyn FnMut(&ScanProgress)) -> Vec<FileReport> {
-        let total = paths
+        let bytes_total = paths
             .iter()
             .map(|p| std::fs::metadata(p).map_or(0, |m| if m.is_file() { m.len() } else { 0 }))
             .sum();
-        let mut state = ScanProgress {
-            bytes_done: 0,
-            bytes_total: total,
-            files_done: 0,
-            files_total: paths.len(),
+        let mut run = ScanRun {
+            files: paths.iter().map(|p| self.file_scan(p)).collect(),
+            slots: (0..self.slots.len()).map(|_| SlotState::Free).collect(),
+            opened: 0,
+            reports: paths.iter().map(|_| None).collect(),
+            landed: Vec::new(),
+            progress: ScanProgress {
+                bytes_done: 0,
+                bytes_total,
+                files_done: 0,
+                files_total: paths.len(),
+            },
         };
-        let mut files: Vec<FileScan> = paths.iter().map(|p| self.file_scan(p)).collect();
-        let mut slots: Vec<SlotState> = (0..self.slots.len()).map(|_| SlotState::Free).collect();
-        let mut opened = 0usize; // files before this one have been opened
-        let mut reports: Vec<Option<FileReport>> = paths.iter().map(|_| None).collect();
         let mut idle_since: Option<Instant> = None;
-        // Chunks landed by the copy baseline, processed with io_uring's completions.
-        let mut landed: Vec<(usize, usize, Option<super::IoError>)> = Vec::new();
-        while reports.iter().any(Option::is_none) {
-            let mut moved = false;
-            // 1. Issue reads into free slots, file after file.
-            while let Some(slot) = slots.iter().position(|s| matches!(s, SlotState::Free)) {
-                while opened < files.len() && files[opened].id.is_some() && !self.issuing(&files[opened]) {
-                    opened += 1;
-                }
-                if opened >= files.len() {
-                    break;
-                }
-                let file = &mut files[opened];
-                if file.id.is_none() && file.error.is_none() && !file.reported {
-                    match self.reader.open(&file.path, self.direct) {
-                        Ok(id) => {
-                            file.id = Some(id);
-                            file.len = self.reader.file_len(id);
-                            file.direct = self.reader.is_direct(id);
-                            file.chunks = file.len.div_ceil(self.chunk_bytes as u64);
-                            if self.staging.is_some() {
-                                use std::os::unix::fs::OpenOptionsExt;
-                                let flags = if file.direct { libc::O_DIRECT } else { 0 };
-                                match std::fs::OpenOptions::new()
-                                    .read(true)
-                                    .custom_flags(flags)
-                                    .open(&file.path)
-                                {
-                                    Ok(f) => file.copy = Some(f),
-                                    Err(source) => {
-                                        file.error = Some(
-                                            super::IoError::Open {
-                                                path: file.path.clone(),
-                                                source,
-                                            }
-                                            .into(),
-                                        )
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => file.error = Some(e.into()),
-                    }
-                    moved = true;
-                }
-                if !self.issuing(file) {
-                    opened += 1;
-                    continue;
-                }
-                let offset = file.issued * self.chunk_bytes as u64;
-                let bytes = (file.len - offset).min(self.chunk_bytes as u64) as usize;
-                let read = (bytes + self.overlap)
-                    .next_multiple_of(DIRECT_ALIGN)
-                    .min(self.arena.slot_bytes());
-                let dst = self.arena.slot_offset(slot);
-                let chunk = Chunk {
-                    file: opened,
-                    index: file.issued,
-                    offset,
-                    bytes,
-                };
-                if let (Some(staging), Some(copy)) = (&mut self.staging, &file.copy) {
-                    // The baseline: read() into staging memory, then memcpy into the slot.
-                    let outcome = pread_full(copy, staging, offset, read, &file.path);
-                    if let Ok(got) = outcome {
-                        // SAFETY: the slot is free (no read lands there, no job reads it)
-                        // and `got` fits it (read <= slot bytes).
-                        unsafe { std::ptr::copy_nonoverlapping(staging.as_ptr(), self.arena.region().0.add(dst), got) };
-                    }
-                    slots[slot] = SlotState::Reading(chunk);
-                    file.issued += 1;
-                    file.in_flight += 1;
-                    landed.push(match outcome {
-                        Ok(got) => (slot, got, None),
-                        Err(e) => (slot, 0, Some(e)),
-                    });
-                    moved = true;
-                    continue;
-                }
-                match self
-                    .reader
-                    .submit_read(file.id.expect("opened"), offset, dst, read, slot as u64)
-                {
-                    Ok(()) => {
-                        slots[slot] = SlotState::Reading(chunk);
-                        file.issued += 1;
-                        file.in_flight += 1;
-                    }
-                    Err(e) => file.error = Some(e.into()),
-                }
-                moved = true;
+        while run.reports.iter().any(Option::is_none) {
+            let mut moved = self.issue_reads(&mut run);
+            moved |= self.reap_reads(&mut run);
+            moved |= self.publish_landed(&mut run);
+            moved |= self.fold_finished(&mut run);
+            let reported = self.report_files(&mut run);
+            if reported {
+                progress(&run.progress);
             }
-
-            // 2. Reads that landed publish their chunk's jobs.
-            let running = slots.iter().any(|s| matches!(s, SlotState::Running(..)));
-            let wait = !running && self.reader.in_flight() > 0 && landed.is_empty();
-            let reaped = if self.reader.in_flight() > 0 {
-                self.reader.complete(wait)
-            } else {
-                Ok(Vec::new())
-            };
-            match reaped {
-                Ok(done) => {
-                    let done = done.into_iter().map(|d| (d.user_data as usize, d.bytes, d.error));
-                    for (slot, got, error) in landed.drain(..).chain(done) {
-                        moved = true;
-                        let SlotState::Reading(chunk) = std::mem::replace(&mut slots[slot], SlotState::Free) else {
-                            unreachable!("a read completed for slot {slot}, which was not reading");
-                        };
-                        let file = &mut files[chunk.file];
-                        let failure = match (error, got < chunk.bytes) {
-                            (Some(e), _) => Some(e.into()),
-                            (None, true) => Some(Error::FileShrank {
-                                path: file.path.clone(),
-                                expected: file.len,
-                                // Its size now (this read ended early at a size at least as large).
-                                got: std::fs::metadata(&file.path).map_or(chunk.offset + got as u64, |m| m.len()),
-                            }),
-                            _ => None,
-                        };
-                        if let Some(e) = failure {
-                            file.error.get_or_insert(e);
-                            file.in_flight -= 1;
-                            continue;
-                        }
-                        slots[slot] = SlotState::Landed(chunk, got);
-                    }
-                }
-                Err(e) => {
-                    // The ring itself failed: every file with reads in flight fails.
-                    let message = e.to_string();
-                    for slot in slots.iter_mut() {
-                        if let SlotState::Reading(chunk) = std::mem::replace(slot, SlotState::Free) {
-                            let file = &mut files[chunk.file];
-                            file.error
-                                .get_or_insert_with(|| Error::InvalidConfig(format!("io_uring failed: {message}")));
-                            file.in_flight -= 1;
-                        }
-                    }
-                    moved = true;
-                }
-            }
-
-            // 2b. Landed chunks publish their jobs once no running launch has read the slot's
-            // previous contents (it may be cached on the device); else ask for a relaunch.
-            for (slot, entry) in slots.iter_mut().enumerate() {
-                let SlotState::Landed(chunk, got) = *entry else {
-                    continue;
-                };
-                if let Some(launch) = self.slot_read_in[slot] {
-                    if !self.runtime.fresh_launch_since(launch) {
-                        self.runtime.request_relaunch();
-                        continue;
-                    }
-                }
-                moved = true;
-                match self.publish(slot, &chunk, got) {
-                    Ok(handles) => {
-                        let n = handles.len();
-                        *entry = SlotState::Running(chunk, handles, vec![[0; 4]; n]);
-                    }
-                    Err(e) => {
-                        *entry = SlotState::Free;
-                        let file = &mut files[chunk.file];
-                        file.error.get_or_insert(e);
-                        file.in_flight -= 1;
-                    }
-                }
-            }
-
-            // 3. Chunks whose jobs all completed fold into their file; the slot is free.
-            for (slot, entry) in slots.iter_mut().enumerate() {
-                let SlotState::Running(chunk, handles, results) = entry else {
-                    continue;
-                };
-                let mut failed = None;
-                for (handle, result) in handles.iter_mut().zip(results.iter_mut()) {
-                    if let Some(h) = handle {
-                        match h.poll() {
-                            Some(Ok(done)) => {
-                                *result = done.results;
-                                *handle = None;
-                            }
-                            Some(Err(e)) => {
-                                failed = Some(e);
-                                *handle = None;
-                            }
-                            None => {}
-                        }
-                    }
-                }
-                let chunk = *chunk;
-                let finished = handles.iter().all(Option::is_none);
-                if failed.is_none() && !finished {
-                    continue;
-                }
-                if failed.is_some() && !finished {
-                    // Wait for the chunk's other jobs before the slot is reused.
-                    for h in handles.iter_mut().filter_map(Option::take) {
-                        let _ = h.wait();
-                    }
-                }
-                let results = std::mem::take(results);
-                *entry = SlotState::Free;
-                self.slot_read_in[slot] = Some(self.runtime.launches());
-                moved = true;
-                let file = &mut files[chunk.file];
-                file.in_flight -= 1;
-                match failed {
-                    Some(e) => {
-                        file.error.get_or_insert(e);
-                    }
-                    None => match self.chunk_value(slot, &chunk, &results) {
-                        Ok(value) => {
-                            file.pending.insert(chunk.index, value);
-                            Self::fold(file);
-                            state.bytes_done += chunk.bytes as u64;
-                        }
-                        Err(e) => {
-                            file.error.get_or_insert(e);
-                        }
-                    },
-                }
-            }
-
-            // 4. Files with nothing left in flight are reported.
-            for (k, file) in files.iter_mut().enumerate() {
-                let started = file.id.is_some() || file.error.is_some();
-                let issued_all = file.error.is_some() || file.issued >= file.chunks;
-                if file.reported || !started || !issued_all || file.in_flight > 0 {
-                    continue;
-                }
-                if let Some(id) = file.id.take() {
-                    let _ = self.reader.close(id);
-                }
-                file.reported = true;
-                let outcome = match file.error.take() {
-                    Some(e) => Err(e),
-                    None => Ok(Self::finish(file)),
-                };
-                reports[k] = Some(FileReport {
-                    path: file.path.clone(),
-                    bytes: if outcome.is_ok() { file.len } else { 0 },
-                    direct: file.direct,
-                    outcome,
-                });
-                state.files_done += 1;
-                moved = true;
-                progress(&state);
-            }
-            if moved {
+            if moved || reported {
                 idle_since = None;
-                progress(&state);
+                progress(&run.progress);
             } else {
                 // Jobs running and no read to reap: give the oldest chunk a moment.
                 let since = *idle_since.get_or_insert_with(Instant::now);
@@ -708,7 +482,275 @@ impl<'r> Scanner<'r> {
                 }
             }
         }
-        reports.into_iter().map(|r| r.expect("every file reported")).collect()
+        run.reports
+            .into_iter()
+            .map(|r| r.expect("every file reported"))
+            .collect()
+    }
+
+    /// Step 1: reads into free slots, file after file. Returns whether anything moved.
+    fn issue_reads(&mut self, run: &mut ScanRun) -> bool {
+        let mut moved = false;
+        while let Some(slot) = run.slots.iter().position(|s| matches!(s, SlotState::Free)) {
+            while run.opened < run.files.len()
+                && run.files[run.opened].id.is_some()
+                && !self.issuing(&run.files[run.opened])
+            {
+                run.opened += 1;
+            }
+            if run.opened >= run.files.len() {
+                break;
+            }
+            let file = &mut run.files[run.opened];
+            if file.id.is_none() && file.error.is_none() && !file.reported {
+                self.open(file);
+                moved = true;
+            }
+            if !self.issuing(file) {
+                run.opened += 1;
+                continue;
+            }
+            moved = true;
+            let offset = file.issued * self.chunk_bytes as u64;
+            let bytes = (file.len - offset).min(self.chunk_bytes as u64) as usize;
+            let read = (bytes + self.overlap)
+                .next_multiple_of(DIRECT_ALIGN)
+                .min(self.arena.slot_bytes());
+            let dst = self.arena.slot_offset(slot);
+            let chunk = Chunk {
+                file: run.opened,
+                index: file.issued,
+                offset,
+                bytes,
+            };
+            if let (Some(staging), Some(copy)) = (&mut self.staging, &file.copy) {
+                // The baseline: read() into staging memory, then memcpy into the slot.
+                let outcome = pread_full(copy, staging, offset, read, &file.path);
+                if let Ok(got) = outcome {
+                    // SAFETY: the slot is free (no read lands there, no job reads it)
+                    // and `got` fits it (read <= slot bytes).
+                    unsafe { std::ptr::copy_nonoverlapping(staging.as_ptr(), self.arena.region().0.add(dst), got) };
+                }
+                run.landed.push(match outcome {
+                    Ok(got) => (slot, got, None),
+                    Err(e) => (slot, 0, Some(e)),
+                });
+            } else if let Err(e) = self
+                .reader
+                .submit_read(file.id.expect("opened"), offset, dst, read, slot as u64)
+            {
+                file.error = Some(e.into());
+                continue;
+            }
+            run.slots[slot] = SlotState::Reading(chunk);
+            file.issued += 1;
+            file.in_flight += 1;
+        }
+        moved
+    }
+
+    /// Opens `file` for reading (and for the copy baseline), recording its size or error.
+    fn open(&mut self, file: &mut FileScan) {
+        let id = match self.reader.open(&file.path, self.direct) {
+            Ok(id) => id,
+            Err(e) => {
+                file.error = Some(e.into());
+                return;
+            }
+        };
+        file.id = Some(id);
+        file.len = self.reader.file_len(id);
+        file.direct = self.reader.is_direct(id);
+        file.chunks = file.len.div_ceil(self.chunk_bytes as u64);
+        if self.staging.is_some() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let flags = if file.direct { libc::O_DIRECT } else { 0 };
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(&file.path)
+            {
+                Ok(f) => file.copy = Some(f),
+                Err(source) => {
+                    file.error = Some(
+                        super::IoError::Open {
+                            path: file.path.clone(),
+                            source,
+                        }
+                        .into(),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Step 2: reads that landed (io_uring's, and the copy baseline's) make their slot `Landed`;
+    /// a short or failed read fails its file. Returns whether anything moved.
+    fn reap_reads(&mut self, run: &mut ScanRun) -> bool {
+        let running = run.slots.iter().any(|s| matches!(s, SlotState::Running(..)));
+        let wait = !running && self.reader.in_flight() > 0 && run.landed.is_empty();
+        let reaped = if self.reader.in_flight() > 0 {
+            self.reader.complete(wait)
+        } else {
+            Ok(Vec::new())
+        };
+        let done = match reaped {
+            Ok(done) => done,
+            Err(e) => {
+                // The ring itself failed: every file with reads in flight fails.
+                let message = e.to_string();
+                for slot in run.slots.iter_mut() {
+                    if let SlotState::Reading(chunk) = std::mem::replace(slot, SlotState::Free) {
+                        let file = &mut run.files[chunk.file];
+                        file.error
+                            .get_or_insert_with(|| Error::InvalidConfig(format!("io_uring failed: {message}")));
+                        file.in_flight -= 1;
+                    }
+                }
+                return true;
+            }
+        };
+        let mut moved = false;
+        let done = done.into_iter().map(|d| (d.user_data as usize, d.bytes, d.error));
+        for (slot, got, error) in run.landed.drain(..).chain(done) {
+            moved = true;
+            let SlotState::Reading(chunk) = std::mem::replace(&mut run.slots[slot], SlotState::Free) else {
+                unreachable!("a read completed for slot {slot}, which was not reading");
+            };
+            let file = &mut run.files[chunk.file];
+            let failure = match (error, got < chunk.bytes) {
+                (Some(e), _) => Some(e.into()),
+                (None, true) => Some(Error::FileShrank {
+                    path: file.path.clone(),
+                    expected: file.len,
+                    // Its size now (this read ended early at a size at least as large).
+                    got: std::fs::metadata(&file.path).map_or(chunk.offset + got as u64, |m| m.len()),
+                }),
+                _ => None,
+            };
+            match failure {
+                Some(e) => {
+                    file.error.get_or_insert(e);
+                    file.in_flight -= 1;
+                }
+                None => run.slots[slot] = SlotState::Landed(chunk, got),
+            }
+        }
+        moved
+    }
+
+    /// Step 3: landed chunks publish their jobs once no running launch has read the slot's
+    /// previous contents (the device may cache them); else a relaunch is requested.
+    fn publish_landed(&mut self, run: &mut ScanRun) -> bool {
+        let mut moved = false;
+        for (slot, entry) in run.slots.iter_mut().enumerate() {
+            let SlotState::Landed(chunk, got) = *entry else {
+                continue;
+            };
+            if let Some(launch) = self.slot_read_in[slot] {
+                if !self.runtime.fresh_launch_since(launch) {
+                    self.runtime.request_relaunch();
+                    continue;
+                }
+            }
+            moved = true;
+            match self.publish(slot, &chunk, got) {
+                Ok(handles) => {
+                    let n = handles.len();
+                    *entry = SlotState::Running(chunk, handles, vec![[0; 4]; n]);
+                }
+                Err(e) => {
+                    *entry = SlotState::Free;
+                    let file = &mut run.files[chunk.file];
+                    file.error.get_or_insert(e);
+                    file.in_flight -= 1;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Step 4: chunks whose jobs all completed fold into their file; their slot is free.
+    fn fold_finished(&mut self, run: &mut ScanRun) -> bool {
+        let mut moved = false;
+        for (slot, entry) in run.slots.iter_mut().enumerate() {
+            let SlotState::Running(chunk, handles, results) = entry else {
+                continue;
+            };
+            let mut failed = None;
+            for (handle, result) in handles.iter_mut().zip(results.iter_mut()) {
+                match handle.as_mut().and_then(JobHandle::poll) {
+                    Some(Ok(done)) => {
+                        *result = done.results;
+                        *handle = None;
+                    }
+                    Some(Err(e)) => {
+                        failed = Some(e);
+                        *handle = None;
+                    }
+                    None => {}
+                }
+            }
+            let finished = handles.iter().all(Option::is_none);
+            if failed.is_none() && !finished {
+                continue;
+            }
+            // A failed chunk's other jobs finish before the slot is reused.
+            for h in handles.iter_mut().filter_map(Option::take) {
+                let _ = h.wait();
+            }
+            let (chunk, results) = (*chunk, std::mem::take(results));
+            *entry = SlotState::Free;
+            self.slot_read_in[slot] = Some(self.runtime.launches());
+            moved = true;
+            let file = &mut run.files[chunk.file];
+            file.in_flight -= 1;
+            let value = match failed {
+                Some(e) => Err(e),
+                None => self.chunk_value(slot, &chunk, &results),
+            };
+            match value {
+                Ok(value) => {
+                    file.pending.insert(chunk.index, value);
+                    Self::fold(file);
+                    run.progress.bytes_done += chunk.bytes as u64;
+                }
+                Err(e) => {
+                    file.error.get_or_insert(e);
+                }
+            }
+        }
+        moved
+    }
+
+    /// Step 5: files with nothing left to read or in flight get their report. Returns whether
+    /// any did.
+    fn report_files(&mut self, run: &mut ScanRun) -> bool {
+        let mut reported = false;
+        for (k, file) in run.files.iter_mut().enumerate() {
+            let started = file.id.is_some() || file.error.is_some();
+            let issued_all = file.error.is_some() || file.issued >= file.chunks;
+            if file.reported || !started || !issued_all || file.in_flight > 0 {
+                continue;
+            }
+            if let Some(id) = file.id.take() {
+                let _ = self.reader.close(id);
+            }
+            file.reported = true;
+            let outcome = match file.error.take() {
+                Some(e) => Err(e),
+                None => Ok(Self::finish(file)),
+            };
+            run.reports[k] = Some(FileReport {
+                path: file.path.clone(),
+                bytes: if outcome.is_ok() { file.len } else { 0 },
+                direct: file.direct,
+                outcome,
+            });
+            run.progress.files_done += 1;
+            reported = true;
+        }
+        reported
     }
 
     fn file_scan(&self, path: &Path) -> FileScan {
