@@ -130,7 +130,11 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 detail = va;
                 break;
             }
-            if (op <= OP_SEL) {
+            if (op == OP_LOOP) {
+                uint count = r[d] + va;
+                r[d] = count;
+                next = count < vb ? imm : next;
+            } else if (op <= OP_SEL) {
                 if (op == OP_HALT) {
                     state = VM_HALTED;
                 } else if (op == OP_JMP) {

@@ -253,8 +253,11 @@ shared_constants! {
     /// r[d] = the first element of this job's tile (0 for an untiled job); `grid` is one
     /// past its last element.
     OP_TILE_BEGIN = 70;
+    /// r[d] = r[d] + r[a]; then branch to imm while r[d] < r[b] (unsigned): a counted
+    /// loop's step, test and jump in one instruction.
+    OP_LOOP = 71;
     /// Number of opcodes.
-    OP_COUNT = 71;
+    OP_COUNT = 72;
 
     /// Kernel exit reason: no work for `idle_limit` consecutive polls (parked).
     EXIT_IDLE = 1;

@@ -39,6 +39,7 @@ fn clear_unused(i: &mut Instr, form: Form) {
         Form::None => (false, false, false, false),
         Form::Target => (false, false, false, true),
         Form::CondTarget => (false, true, false, true),
+        Form::Loop => (true, true, true, true),
         Form::DImm => (true, false, false, true),
         Form::DA => (true, true, false, false),
         Form::DAB => (true, true, true, false),
@@ -106,7 +107,7 @@ fn valid_program() -> impl Strategy<Value = Program> {
             .map(|(index, d, a, b, imm)| {
                 let info = &OPS[index];
                 let imm = match info.form {
-                    Form::Target | Form::CondTarget => imm % n,
+                    Form::Target | Form::CondTarget | Form::Loop => imm % n,
                     Form::Select => imm % p::VM_REGISTERS,
                     Form::Load | Form::Store | Form::Atomic | Form::BufLen => imm % p::VM_MAX_BUFFERS,
                     Form::Arg => imm % p::VM_MAX_ARGS,

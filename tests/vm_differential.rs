@@ -110,7 +110,7 @@ fn random_program(rng: &mut Rng) -> Program {
                 let (d, a, bb, c) = (int_reg(rng), int_reg(rng), int_reg(rng), int_reg(rng));
                 b.emit(p::OP_SEL, d, a, bb, u32::from(c));
             }
-            2 => {
+            2 if rng.below(2) == 0 => {
                 // A bounded loop: r16 counts down from 1..4.
                 let top = b.label();
                 b.movi(16, 1 + rng.below(4)).bind(top);
@@ -119,6 +119,20 @@ fn random_program(rng: &mut Rng) -> Program {
                     b.op3(rng.pick(&INT_OPS[..9]), d, a, bb);
                 }
                 b.addi(16, 16, u32::MAX).brnz(16, top);
+            }
+            2 => {
+                // A counted loop (`loop`): r16 steps by r17 up to a limit that differs per
+                // lane (lanes leave it after different trip counts).
+                let top = b.label();
+                b.movi(16, 0).movi(17, 1 + rng.below(3)).movi(18, 4);
+                b.op3(p::OP_REMU, 18, 0, 18)
+                    .emit(p::OP_ADDI, 18, 18, 0, 1 + rng.below(6));
+                b.bind(top);
+                for _ in 0..1 + rng.below(3) {
+                    let (d, a, bb) = (int_reg(rng), int_reg(rng), int_reg(rng));
+                    b.op3(rng.pick(&INT_OPS[..9]), d, a, bb);
+                }
+                b.loop_to(16, 17, 18, top);
             }
             3 => {
                 for _ in 0..1 + rng.below(3) {

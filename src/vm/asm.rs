@@ -153,6 +153,15 @@ impl<'a> Assembler<'a> {
                 line.comma()?;
                 i.imm = self.target(line)?;
             }
+            Form::Loop => {
+                i.d = line.register()?;
+                line.comma()?;
+                i.a = line.register()?;
+                line.comma()?;
+                i.b = line.register()?;
+                line.comma()?;
+                i.imm = self.target(line)?;
+            }
             Form::DImm => {
                 i.d = line.register()?;
                 line.comma()?;

@@ -34,7 +34,7 @@ pub fn disassemble(program: &Program) -> String {
     let mut is_target = vec![false; n];
     for instr in &program.instrs {
         if let Some(info) = printable(instr, n) {
-            if matches!(info.form, Form::Target | Form::CondTarget) {
+            if matches!(info.form, Form::Target | Form::CondTarget | Form::Loop) {
                 if let Some(t) = is_target.get_mut(instr.imm as usize) {
                     *t = true;
                 }
@@ -88,6 +88,7 @@ fn printable(i: &Instr, n: usize) -> Option<&'static OpInfo> {
         Form::Arg => reg(i.d) && a && b && i.imm < p::VM_MAX_ARGS,
         Form::BufLen => reg(i.d) && a && b && buffer,
         Form::Result => d && reg(i.a) && b && i.imm < p::VM_MAX_RESULTS,
+        Form::Loop => reg(i.d) && reg(i.a) && reg(i.b) && target,
     };
     ok.then_some(info)
 }
@@ -100,6 +101,7 @@ fn write_instr(out: &mut String, info: &OpInfo, i: &Instr) {
         Form::None => write!(out, "{name}"),
         Form::Target => write!(out, "{name} L{imm}"),
         Form::CondTarget => write!(out, "{name} r{a}, L{imm}"),
+        Form::Loop => write!(out, "{name} r{d}, r{a}, r{b}, L{imm}"),
         Form::DImm if imm >= 1 << 31 => write!(out, "{name} r{d}, {imm:#010x}"),
         Form::DImm => write!(out, "{name} r{d}, {imm}"),
         Form::DA => write!(out, "{name} r{d}, r{a}"),

@@ -240,6 +240,13 @@ fn step_until_sync(
                     next = i.imm
                 }
             }
+            p::OP_LOOP => {
+                let count = lane.regs[i.d as usize].wrapping_add(a);
+                lane.regs[i.d as usize] = count;
+                if count < b {
+                    next = i.imm
+                }
+            }
             p::OP_MOVI => set(i.imm),
             p::OP_MOV => set(a),
             p::OP_SEL => {

@@ -38,6 +38,8 @@ pub enum Form {
     BufLen,
     /// `a`, `imm` = result slot.
     Result,
+    /// `d` = counter (read and written), `a` = step, `b` = limit, `imm` = branch target.
+    Loop,
 }
 
 /// Static facts about one opcode.
@@ -75,7 +77,7 @@ ops! {
     OP_ATOMIC_CAS "atomic.cas" Atomic, OP_LANE "lane" D, OP_LANES "lanes" D, OP_GRID "grid" D,
     OP_ARG "arg" Arg, OP_BUFLEN "buflen" BufLen, OP_RED_ADD "red.add" DA, OP_RED_MIN "red.min" DA,
     OP_RED_MAX "red.max" DA, OP_RED_FMIN "red.fmin" DA, OP_RED_FMAX "red.fmax" DA, OP_RESULT "result" Result,
-    OP_TILE_BEGIN "tile.begin" D,
+    OP_TILE_BEGIN "tile.begin" D, OP_LOOP "loop" Loop,
 }
 
 const _: () = assert!(OPS.len() == p::OP_COUNT as usize, "every opcode has an entry");
@@ -247,6 +249,12 @@ impl ProgramBuilder {
     /// `brnz a, label`.
     pub fn brnz(&mut self, a: u8, label: Label) -> &mut Self {
         self.branch(p::OP_BRNZ, a, label)
+    }
+
+    /// `loop d, a, b, label`: `d += a`, then branch to `label` while `d < b` (unsigned).
+    pub fn loop_to(&mut self, d: u8, a: u8, b: u8, label: Label) -> &mut Self {
+        self.fixups.push((self.instrs.len(), label));
+        self.emit(p::OP_LOOP, d, a, b, 0)
     }
 
     /// `movi d, imm`.

@@ -63,9 +63,9 @@ macro_rules! count_byte_source {
         add r1, r1, r3
         jmp head
     words: add r12, r10, r9
-    word: ltu r4, r12, r11
+        ltu r4, r12, r11
         brz r4, tail
-        ld32 r5, b0[r12]
+    word: ld32 r5, b0[r12]
         xor r5, r5, r21       ; matching bytes become 0
         and r13, r5, r22
         add r13, r13, r22
@@ -76,8 +76,7 @@ macro_rules! count_byte_source {
         mul r13, r13, r20
         shru r13, r13, r26    ; how many
         add r6, r6, r13
-        add r12, r12, r3
-        jmp word
+        loop r12, r3, r11, word
     tail: shl r1, r11, r24
         maxu r1, r1, r14
         add r1, r1, r9
@@ -204,15 +203,14 @@ pub const LIBRARY: &[LibraryProgram] = &[
         name: "sum-u32",
         doc: "Wrapping u32 sum of b0's grid u32 elements -> result 0.",
         buffers: 1,
-        per_element: 6,
+        per_element: 3,
         combine: Combine::Add,
         source: tiled!(
-            "    top: ltu r4, r1, r2
+            "        ltu r4, r1, r2
         brz r4, done
-        ld32 r5, b0[r1]
+    top: ld32 r5, b0[r1]
         add r6, r6, r5
-        add r1, r1, r3
-        jmp top
+        loop r1, r3, r2, top
     done: red.add r7, r6
         result 0, r7
         halt
@@ -223,7 +221,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
         name: "count-byte",
         doc: "Occurrences of byte arg 0 among b0's first grid bytes -> result 0.",
         buffers: 1,
-        per_element: 4,
+        per_element: 3,
         combine: Combine::Add,
         source: count_byte_source!("arg r8, 0"),
     },
@@ -231,7 +229,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
         name: "lines",
         doc: "Newlines (0x0A) among b0's first grid bytes, like `wc -l` -> result 0.",
         buffers: 1,
-        per_element: 4,
+        per_element: 3,
         combine: Combine::Add,
         source: count_byte_source!("movi r8, 10"),
     },
@@ -239,16 +237,15 @@ pub const LIBRARY: &[LibraryProgram] = &[
         name: "histogram",
         doc: "Adds the counts of each byte value among b0's first grid bytes to b1's 256 u32 bins.",
         buffers: 2,
-        per_element: 6,
+        per_element: 3,
         combine: Combine::Memory,
         source: tiled!(
             "        movi r6, 1
-    top: ltu r4, r1, r2
+        ltu r4, r1, r2
         brz r4, done
-        ld8 r5, b0[r1]
+    top: ld8 r5, b0[r1]
         atomic.add r31, b1[r5], r6
-        add r1, r1, r3
-        jmp top
+        loop r1, r3, r2, top
     done: halt
 "
         ),
@@ -258,18 +255,17 @@ pub const LIBRARY: &[LibraryProgram] = &[
         doc: "Minimum and maximum of b0's grid f32 elements, NaN ignored -> results 0 and 1 (f32 bits); \
               +inf and -inf for an empty grid.",
         buffers: 1,
-        per_element: 7,
+        per_element: 4,
         combine: Combine::MinMaxF32,
         source: tiled!(
             "        movi r6, 0x7F800000   ; +inf
         movi r7, 0xFF800000   ; -inf
-    top: ltu r4, r1, r2
+        ltu r4, r1, r2
         brz r4, done
-        ld32 r5, b0[r1]
+    top: ld32 r5, b0[r1]
         fmin r6, r6, r5
         fmax r7, r7, r5
-        add r1, r1, r3
-        jmp top
+        loop r1, r3, r2, top
     done: red.fmin r8, r6
         red.fmax r9, r7
         result 0, r8
@@ -283,19 +279,18 @@ pub const LIBRARY: &[LibraryProgram] = &[
         doc:
             "b1[i] = a * b0[i] + b1[i] for i < grid, a = arg 0 as f32 bits (multiply, then add: no fused multiply-add).",
         buffers: 2,
-        per_element: 9,
+        per_element: 6,
         combine: Combine::Memory,
         source: tiled!(
             "        arg r8, 0
-    top: ltu r4, r1, r2
+        ltu r4, r1, r2
         brz r4, done
-        ld32 r5, b0[r1]
+    top: ld32 r5, b0[r1]
         ld32 r6, b1[r1]
         fmul r5, r5, r8
         fadd r6, r6, r5
         st32 b1[r1], r6
-        add r1, r1, r3
-        jmp top
+        loop r1, r3, r2, top
     done: halt
 "
         ),

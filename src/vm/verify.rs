@@ -115,6 +115,12 @@ fn check(index: usize, i: &Instr, n: usize, buffers: usize) -> Result<(), VmErro
             unused("b", b)?;
             target(i.imm)?;
         }
+        Form::Loop => {
+            reg(i.d)?;
+            reg(i.a)?;
+            reg(i.b)?;
+            target(i.imm)?;
+        }
         Form::DImm => {
             reg(i.d)?;
             unused("a", a)?;
