@@ -320,6 +320,27 @@ fn an_idle_kernel_parks_and_the_next_submit_relaunches_it() {
 }
 
 #[test]
+fn relaunch_requests_end_running_launches_and_lose_no_job() {
+    let rt = TestRuntime::new(config());
+    let launch = rt.launches();
+    std::thread::scope(|scope| {
+        // Keep the kernel busy: a stream of echo jobs, each checked.
+        let stream = scope.spawn(|| run_echo_stream(&rt, 1, 20_000, 16));
+        let start = std::time::Instant::now();
+        while rt.stats().yield_exits == 0 && start.elapsed() < Duration::from_secs(60) {
+            rt.request_relaunch();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(stream.join().unwrap().len(), 20_000);
+    });
+    let stats = rt.stats();
+    assert!(stats.yield_exits >= 1, "no workgroup left on request: {stats:?}");
+    assert!(rt.fresh_launch_since(launch), "{stats:?}");
+    assert!(stats.launches > launch, "{stats:?}");
+    rt.finish();
+}
+
+#[test]
 fn batch_mode_serves_jobs_without_a_resident_kernel() {
     let rt = TestRuntime::new(RuntimeConfig {
         mode: ModeRequest::Batch,
