@@ -243,11 +243,7 @@ fn crc32_and_count_literal_tiles_combine_exactly_on_a_real_file() {
     let program = rt.load_program(literal.load().unwrap()).unwrap();
     for needle in [&b"ee"[..], b"the", b"rt.", b"  "] {
         let m = needle.len() as u32;
-        let tile = (1..len)
-            .rev()
-            .find(|&t| megaring::vm::library::literal_fuel(t, lanes, m) <= rt.max_fuel())
-            .unwrap()
-            .min(len / 8);
+        let tile = megaring::vm::library::literal_max_tile(lanes, m, rt.max_fuel()).min(len / 8);
         let tiles = len.div_ceil(tile);
         let scratch = rt
             .alloc_u32(u64::from(2 * lanes * m * tiles), Placement::HostCached)

@@ -108,16 +108,6 @@ impl Arena {
         (self.buffer.0.host_ptr(), self.slot_bytes * self.slots)
     }
 
-    /// The bytes of slot `slot`, for host-side reads of what landed there.
-    ///
-    /// # Safety
-    /// No read may be landing in the slot and no job may be writing it.
-    pub unsafe fn slot_bytes_ref(&self, slot: usize, len: usize) -> &[u8] {
-        let len = len.min(self.slot_bytes);
-        // SAFETY: the slot lies inside the mapping; the caller excludes concurrent writers.
-        unsafe { std::slice::from_raw_parts(self.buffer.0.host_ptr().add(self.slot_offset(slot)), len) }
-    }
-
     /// Whether the mapping's base is aligned for `O_DIRECT` reads.
     pub fn direct_capable(&self) -> bool {
         self.buffer.0.host_ptr() as usize % DIRECT_ALIGN == 0

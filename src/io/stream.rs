@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::vm::library::{crc32_tables, library_program, literal_chain, literal_fuel, LibraryProgram};
+use crate::vm::library::{
+    crc32_tables, library_program, literal_chain, literal_fuel, literal_max_tile, LibraryProgram,
+};
 use crate::vm::VerifiedProgram;
 use crate::{BufferTable, DeviceBuffer, DeviceProgram, Job, JobHandle, Placement, Runtime};
 
@@ -273,18 +275,7 @@ impl<'r> Scanner<'r> {
         let max_fuel = runtime.max_fuel();
         let library = program.library();
         let max_tile = match (&program, library) {
-            (ScanProgram::CountLiteral(_), _) => {
-                let (mut lo, mut hi) = (0u32, chunk_bytes as u32);
-                while lo < hi {
-                    let mid = lo + (hi - lo).div_ceil(2);
-                    if literal_fuel(mid, lanes, m) <= max_fuel {
-                        lo = mid;
-                    } else {
-                        hi = mid - 1;
-                    }
-                }
-                lo
-            }
+            (ScanProgram::CountLiteral(_), _) => literal_max_tile(lanes, m, max_fuel),
             (_, Some(library)) => library.max_tile(lanes, max_fuel),
             (_, None) => chunk_bytes as u32,
         } & !3;

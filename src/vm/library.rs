@@ -184,17 +184,24 @@ impl LibraryProgram {
 
     /// The largest tile (elements) whose [`fuel`](Self::fuel) fits `max_fuel`.
     pub fn max_tile(&self, lanes: u32, max_fuel: u32) -> u32 {
-        let (mut lo, mut hi) = (0u32, u32::MAX);
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            if self.fuel(mid, lanes) <= max_fuel && self.fuel(mid, lanes) < u32::MAX {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        lo
+        largest_grid(|grid| self.fuel(grid, lanes), max_fuel)
     }
+}
+
+/// The largest grid whose fuel (non-decreasing in the grid, saturating at `u32::MAX`)
+/// fits `max_fuel`.
+fn largest_grid(fuel: impl Fn(u32) -> u32, max_fuel: u32) -> u32 {
+    let (mut lo, mut hi) = (0u32, u32::MAX);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        let needed = fuel(mid);
+        if needed <= max_fuel && needed < u32::MAX {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
 }
 
 /// Every library program.
@@ -538,6 +545,11 @@ pub fn literal_fuel(grid: u32, lanes: u32, m: u32) -> u32 {
         .saturating_mul(m)
         .saturating_mul(11 * m + 5)
         .saturating_add(14 * m + 13 * lanes + 64)
+}
+
+/// The largest tile (bytes) whose [`literal_fuel`] fits `max_fuel`.
+pub fn literal_max_tile(lanes: u32, m: u32, max_fuel: u32) -> u32 {
+    largest_grid(|grid| literal_fuel(grid, lanes, m), max_fuel)
 }
 
 /// Links `count-literal`'s per-lane tables (the `b2` scratch of `tiles` consecutive tiles
