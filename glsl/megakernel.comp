@@ -30,7 +30,7 @@ void main() {
     // Loop iterations this invocation has counted, in lavapipe's units (every lane runs
     // the same passes and at most `cost` inner iterations per job, so lane 0's count
     // bounds every lane's). Claims reserve their jobs' iterations up front.
-    uint used = 0u;
+    uint used = VM_INIT_COST;
     uint idle = 0u;
     uint exit_reason = 0u;
     uint jobs_done = 0u; // added to the control block once, at exit (no per-job contention)
@@ -43,6 +43,7 @@ void main() {
     if (leader) {
         atomicAdd(ctl.c.resident, 1u);
     }
+    vm_init();
     for (;;) {
         used += ITERATIONS_PER_PASS;
         if (leader) {

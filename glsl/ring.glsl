@@ -43,48 +43,71 @@ layout(push_constant) uniform Launch {
 
 // Claims the longest run (at most CLAIM_BATCH) of consecutive published entries starting
 // at sq_head whose costs fit the epoch, with one CAS; past the first entry only while the
-// claim's cost stays within CLAIM_BATCH_COST. The loop is unrolled on purpose:
-// as a real loop inside the leader-only branch, lavapipe (Mesa 22.3) dropped the whole
-// dispatch that followed a budget exit, right after its first multi-job claim. `used` is the iterations this
-// invocation has counted. Returns the number claimed (0: nothing published, lost the
-// race, or no budget; `no_budget` tells the last apart). Single exit on purpose: an
-// early return is inlined as a one-pass loop, which lavapipe counts as a loop iteration.
+// claim's cost stays within CLAIM_BATCH_COST. A lost race retries at once from the head
+// the CAS returned, up to CLAIM_ATTEMPTS times: with hundreds of workgroups claiming, a
+// claim is a chain of dependent memory round trips (head, seq words, costs, CAS) that
+// only one of them wins per round, so the chain is kept short: the run's seq words are
+// read together, then its costs together. Loops are unrolled on purpose: as a real loop
+// inside the leader-only branch, lavapipe (Mesa 22.3) dropped the whole dispatch that
+// followed a budget exit, right after its first multi-job claim. `used` is the
+// iterations this invocation has counted. Returns the number claimed (0: nothing
+// published, lost every race, or no budget; `no_budget` tells the last apart). Single
+// exit on purpose: an early return is inlined as a one-pass loop, which lavapipe counts
+// as a loop iteration.
 uint ring_claim(ControlRef ctl_ref, SqRef sq, uint used, out uint first, out bool no_budget) {
     uint head = LOAD_RELAXED(ctl_ref.c.sq_head);
     uint count = 0u;
-    uint64_t total = uint64_t(used) + uint64_t(EPOCH_RESERVE);
-    uint64_t claimed_cost = 0ul;
-    bool open = true;
+    bool trying = true;
     no_budget = false;
     first = head;
-    [[unroll]] for (uint k = 0u; k < CLAIM_BATCH; k++) {
-        if (!open) {
-            continue;
-        }
-        uint slot = (head + k) & launch.p.ring_mask;
-        if (LOAD_RELAXED(sq.e[slot].seq) != head + k + 1u) {
-            open = false;
-        } else {
-            memoryBarrierBuffer(); // the payload is read after its seq word
-            // Costs are host-computed and bounded at submit; the check keeps the promise
-            // that a job starts only when it can finish inside this epoch.
-            // Each claimed job runs in a pass of its own.
-            uint cost = sq.e[slot].cost;
-            uint64_t next = total + uint64_t(cost) + uint64_t(ITERATIONS_PER_JOB + ITERATIONS_PER_PASS);
-            claimed_cost += uint64_t(cost);
-            if (next > uint64_t(launch.p.budget)) {
-                no_budget = k == 0u;
-                open = false;
-            } else if (k > 0u && claimed_cost > uint64_t(CLAIM_BATCH_COST)) {
-                open = false; // heavy: leave it to another workgroup
-            } else {
-                total = next;
-                count += 1u;
+    [[unroll]] for (uint attempt = 0u; attempt < CLAIM_ATTEMPTS; attempt++) {
+        if (trying) {
+            bool published[CLAIM_BATCH];
+            [[unroll]] for (uint k = 0u; k < CLAIM_BATCH; k++) {
+                published[k] = LOAD_RELAXED(sq.e[(head + k) & launch.p.ring_mask].seq) == head + k + 1u;
+            }
+            memoryBarrierBuffer(); // payloads are read after their seq words
+            uint costs[CLAIM_BATCH];
+            [[unroll]] for (uint k = 0u; k < CLAIM_BATCH; k++) {
+                costs[k] = published[k] ? sq.e[(head + k) & launch.p.ring_mask].cost : 0u;
+            }
+            uint64_t total = uint64_t(used) + uint64_t(EPOCH_RESERVE);
+            uint64_t claimed_cost = 0ul;
+            bool open = true;
+            count = 0u;
+            [[unroll]] for (uint k = 0u; k < CLAIM_BATCH; k++) {
+                if (open && !published[k]) {
+                    open = false;
+                }
+                if (open) {
+                    // Costs are host-computed and bounded at submit; the check keeps the
+                    // promise that a job starts only when it can finish inside this epoch.
+                    // Each claimed job runs in a pass of its own.
+                    uint64_t next = total + uint64_t(costs[k]) + uint64_t(ITERATIONS_PER_JOB + ITERATIONS_PER_PASS);
+                    claimed_cost += uint64_t(costs[k]);
+                    if (next > uint64_t(launch.p.budget)) {
+                        no_budget = k == 0u;
+                        open = false;
+                    } else if (k > 0u && claimed_cost > uint64_t(CLAIM_BATCH_COST)) {
+                        open = false; // heavy: leave it to another workgroup
+                    } else {
+                        total = next;
+                        count += 1u;
+                    }
+                }
+            }
+            trying = false;
+            if (count > 0u) {
+                uint seen = atomicCompSwap(ctl_ref.c.sq_head, head, head + count);
+                if (seen == head) {
+                    first = head;
+                } else {
+                    count = 0u;
+                    head = seen;
+                    trying = true; // lost the race: try again from the new head
+                }
             }
         }
-    }
-    if (count > 0u && atomicCompSwap(ctl_ref.c.sq_head, head, head + count) != head) {
-        count = 0u;
     }
     return count;
 }

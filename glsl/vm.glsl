@@ -3,15 +3,28 @@
 // (src/vm/interp.rs) and is tested against it. Opcodes come from the generated
 // protocol.glsl, the same definitions the host's assembler and verifier use.
 //
-// Phases: every lane interprets on its own until it halts, faults, runs out of fuel or
-// reaches a reduction; then all lanes meet at a barrier and every lane computes the same
-// decision from shared memory with an unrolled scan (no loop inside a lane-0-only branch,
-// and no loop iterations for lavapipe to count). The program was verified on the host;
-// the device still bounds-checks every memory access and stops at fuel exhaustion.
+// Lanes: invocation h interprets the VM lanes h * VM_SUBLANES .. h * VM_SUBLANES +
+// VM_SUBLANES - 1 together, as VM_GROUPS groups of four (uvec4 registers), so one
+// instruction fetch and dispatch serves them all, and their loads are in flight together
+// (one 16-byte load where four lanes read four consecutive words). Each step runs the
+// instruction at the lowest program counter among the invocation's running lanes, for
+// the lanes standing there; lanes whose branches went apart rejoin when the lower ones
+// catch up (they never wait for each other otherwise).
+//
+// Phases: lanes run until they halt, fault, run out of fuel or reach a reduction; then
+// every invocation summarises its lanes in shared memory, all meet at a barrier, and
+// every invocation computes the same decision with an unrolled scan (no loop inside a
+// lane-0-only branch, and no loop iterations for lavapipe to count). The program was
+// verified on the host; the device still bounds-checks every memory access and stops at
+// fuel exhaustion.
 #ifndef MEGARING_VM_GLSL
 #define MEGARING_VM_GLSL
 
 #include "ring.glsl"
+
+// Sub-lane groups per invocation (VM_GROUPS_CONSTANT_ID; ids must be literals).
+layout(constant_id = 2) const uint VM_GROUPS = 1u;
+const uint VM_SUBLANES = 4u * VM_GROUPS;
 
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent readonly buffer VmProgramRef {
     uint w[];
@@ -22,48 +35,95 @@ layout(buffer_reference, std430, buffer_reference_align = 16) coherent readonly 
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer VmWords {
     uint v[];
 };
+layout(buffer_reference, std430, buffer_reference_align = 16) coherent buffer VmQuads {
+    uvec4 v[];
+};
 
 const uint VM_RUNNING = 0u;
 const uint VM_AT_REDUCTION = 1u;
 const uint VM_HALTED = 2u;
 const uint VM_FAULTED = 3u;
+const uint VM_NONE = 0xFFFFFFFFu;
 
 // The job's program (its first VM_SHARED_PROGRAM instructions) and buffer table, copied
 // once per job (see VM_SHARED_PROGRAM in src/protocol.rs).
 shared uint s_vm_prog[2 * VM_SHARED_PROGRAM];
 shared VmBuffer s_vm_table[VM_MAX_BUFFERS];
+// The byte table of crc32.b / crc32.w, built once per launch (vm_init).
+shared uint s_vm_crc[VM_CRC_TABLE];
 
+// Phase summaries, one per invocation: state (VM_FAULTED + status for a fault), program
+// counter, value (fault detail or the reduction operand combined over its lanes), the
+// sub-lane they belong to, and (pc << 8 | sub-lane) of its first lane waiting at a
+// different reduction, or VM_NONE.
 shared uint s_vm_state[MAX_LANES];
 shared uint s_vm_pc[MAX_LANES];
 shared uint s_vm_value[MAX_LANES];
+shared uint s_vm_sub[MAX_LANES];
+shared uint s_vm_div[MAX_LANES];
 
-// Whether element `index` of `size` bytes lies inside the buffer `desc`.
-bool vm_in_range(VmBuffer desc, uint index, uint size) {
-    return uint64_t(index) * uint64_t(size) + uint64_t(size) <= desc.bytes;
+// Loop iterations vm_init costs one invocation (the host's Job::launch_cost).
+const uint VM_INIT_COST = ((VM_CRC_TABLE + LANES - 1u) / LANES) * ITERATIONS_PER_STEP;
+
+// Builds the CRC table; every invocation calls it once, at the start of a launch.
+void vm_init() {
+    for (uint i = gl_LocalInvocationID.x; i < VM_CRC_TABLE; i += LANES) {
+        uint c = i;
+        [[unroll]] for (uint k = 0u; k < 8u; k++) {
+            c = (c & 1u) != 0u ? (c >> 1) ^ VM_CRC32_POLY : c >> 1;
+        }
+        s_vm_crc[i] = c;
+    }
+    barrier();
 }
 
-float vm_f(uint x) { return uintBitsToFloat(x); }
-uint vm_u(float x) { return floatBitsToUint(x); }
+bvec4 vm_and(bvec4 x, bvec4 y) { return bvec4(uvec4(x) & uvec4(y)); }
+bvec4 vm_or(bvec4 x, bvec4 y) { return bvec4(uvec4(x) | uvec4(y)); }
+bvec4 vm_not(bvec4 x) { return not(x); }
 
-uint vm_fmin(uint x, uint y) { return (isnan(vm_f(x)) || vm_f(y) < vm_f(x)) ? y : x; }
-uint vm_fmax(uint x, uint y) { return (isnan(vm_f(x)) || vm_f(y) > vm_f(x)) ? y : x; }
-
-uint vm_f2u(uint x) {
-    float v = vm_f(x);
-    uint out_value = 0u;
-    if (!isnan(v) && v > 0.0) {
-        out_value = v >= 4294967296.0 ? 0xFFFFFFFFu : uint(v);
-    }
-    return out_value;
+// Which of `index` (elements of 1 << shift bytes) lie inside the buffer `desc`.
+bvec4 vm_in_range(VmBuffer desc, uvec4 index, uint shift) {
+    uint64_t elements = desc.bytes >> shift;
+    return elements > 0xFFFFFFFFul ? bvec4(true) : lessThan(index, uvec4(uint(elements)));
 }
 
-uint vm_f2i(uint x) {
-    float v = vm_f(x);
-    int out_value = 0;
-    if (!isnan(v)) {
-        out_value = v >= 2147483648.0 ? 2147483647 : (v < -2147483648.0 ? int(0x80000000u) : int(v));
+// Whether four lanes address four consecutive elements, the first a multiple of four.
+bool vm_quad(uvec4 index) {
+    return (index.x & 3u) == 0u && index == index.xxxx + uvec4(0u, 1u, 2u, 3u);
+}
+
+vec4 vm_f(uvec4 x) { return uintBitsToFloat(x); }
+uvec4 vm_u(vec4 x) { return floatBitsToUint(x); }
+
+uvec4 vm_fmin(uvec4 x, uvec4 y) { return mix(x, y, vm_or(isnan(vm_f(x)), lessThan(vm_f(y), vm_f(x)))); }
+uvec4 vm_fmax(uvec4 x, uvec4 y) { return mix(x, y, vm_or(isnan(vm_f(x)), greaterThan(vm_f(y), vm_f(x)))); }
+
+uvec4 vm_f2u(uvec4 x) {
+    vec4 v = vm_f(x);
+    uvec4 big = mix(uvec4(v), uvec4(0xFFFFFFFFu), greaterThanEqual(v, vec4(4294967296.0)));
+    return mix(uvec4(0u), big, vm_and(not(isnan(v)), greaterThan(v, vec4(0.0))));
+}
+
+uvec4 vm_f2i(uvec4 x) {
+    vec4 v = vm_f(x);
+    ivec4 out_value = mix(ivec4(v), ivec4(2147483647), greaterThanEqual(v, vec4(2147483648.0)));
+    out_value = mix(out_value, ivec4(int(0x80000000u)), lessThan(v, vec4(-2147483648.0)));
+    return uvec4(mix(out_value, ivec4(0), isnan(v)));
+}
+
+uvec4 vm_crc_byte(uvec4 crc, uvec4 byte) {
+    uvec4 index = (crc ^ byte) & 0xFFu;
+    return uvec4(s_vm_crc[index.x], s_vm_crc[index.y], s_vm_crc[index.z], s_vm_crc[index.w]) ^ (crc >> 8);
+}
+
+// a * b modulo VM_CRC32_POLY, reflected (zlib's multmodp), unrolled: no loop iterations.
+uvec4 vm_crc_mul(uvec4 a, uvec4 b) {
+    uvec4 product = uvec4(0u);
+    [[unroll]] for (uint k = 0u; k < 32u; k++) {
+        product ^= mix(uvec4(0u), b, notEqual(a & (0x80000000u >> k), uvec4(0u)));
+        b = (b >> 1) ^ mix(uvec4(0u), uvec4(VM_CRC32_POLY), notEqual(b & 1u, uvec4(0u)));
     }
-    return uint(out_value);
+    return product;
 }
 
 uint vm_combine(uint op, uint x, uint y) {
@@ -75,244 +135,444 @@ uint vm_combine(uint op, uint x, uint y) {
     } else if (op == OP_RED_MAX) {
         out_value = max(x, y);
     } else if (op == OP_RED_FMIN) {
-        out_value = isnan(vm_f(y)) ? x : vm_fmin(x, y);
+        out_value = isnan(uintBitsToFloat(y)) ? x : vm_fmin(uvec4(x), uvec4(y)).x;
     } else {
-        out_value = isnan(vm_f(y)) ? x : vm_fmax(x, y);
+        out_value = isnan(uintBitsToFloat(y)) ? x : vm_fmax(uvec4(x), uvec4(y)).x;
     }
     return out_value;
+}
+
+// One atomic of `op` on element `index` with operand `value` (`compare` for CAS).
+uint vm_atomic(uint op, VmWords words, uint index, uint value, uint compare) {
+    uint old = 0u;
+    if (op == OP_ATOMIC_ADD) old = atomicAdd(words.v[index], value);
+    else if (op == OP_ATOMIC_MIN) old = atomicMin(words.v[index], value);
+    else if (op == OP_ATOMIC_MAX) old = atomicMax(words.v[index], value);
+    else if (op == OP_ATOMIC_AND) old = atomicAnd(words.v[index], value);
+    else if (op == OP_ATOMIC_OR) old = atomicOr(words.v[index], value);
+    else if (op == OP_ATOMIC_XOR) old = atomicXor(words.v[index], value);
+    else if (op == OP_ATOMIC_XCHG) old = atomicExchange(words.v[index], value);
+    else old = atomicCompSwap(words.v[index], compare, value); // OP_ATOMIC_CAS
+    return old;
 }
 
 void run_vm(SqEntry job, out uint status, out uvec4 results) {
     VmProgramRef prog = VmProgramRef(job.buf0);
     VmTableRef table = VmTableRef(job.buf1);
     uint lane = gl_LocalInvocationID.x;
-    uint lanes = LANES;
     // Instruction word i (0: the first instruction's first word) of the program.
     #define VM_WORD(i) ((i) < 2u * cached ? s_vm_prog[(i)] : prog.w[VM_HEADER_WORDS + (i)])
     uint cached = min(prog.w[2], uint(VM_SHARED_PROGRAM));
-    for (uint i = lane; i < 2u * cached; i += lanes) {
+    for (uint i = lane; i < 2u * cached; i += LANES) {
         s_vm_prog[i] = prog.w[VM_HEADER_WORDS + i];
     }
-    for (uint k = lane; k < VM_MAX_BUFFERS; k += lanes) {
+    for (uint k = lane; k < VM_MAX_BUFFERS; k += LANES) {
         s_vm_table[k] = table.b[k];
     }
     barrier();
-    uint r[32];
-    [[unroll]] for (uint k = 0u; k < 32u; k++) {
-        r[k] = 0u;
+
+    // Register i of group g; the body of VM_EACH runs once per group, with g a constant.
+    #define VM_R(i, g) r[(g) * 32u + (i)]
+    // Unrolled by hand: the optimiser leaves some loops rolled, and lavapipe would count
+    // their iterations against the epoch budget.
+    #define VM_EACH(body) { const uint g = 0u; body } if (VM_GROUPS > 1u) { const uint g = 1u; body }
+    // Writes v to register dd of the lanes of group g in `mask`.
+    #define VM_SET_MASKED(dd, g, v, mask) { \
+        if (all(mask)) { VM_R(dd, g) = (v); } else { VM_R(dd, g) = mix(VM_R(dd, g), (v), (mask)); } }
+    #define VM_SET(g, v) VM_SET_MASKED(d, g, v, m[g])
+    // Faults the lanes of group g in `mask` with `code` and `detail`.
+    #define VM_FAULT(g, mask, code, detail) { \
+        stv[g] = mix(stv[g], uvec4(VM_FAULTED), (mask)); \
+        fstat[g] = mix(fstat[g], uvec4(code), (mask)); \
+        fdet[g] = mix(fdet[g], (detail), (mask)); }
+
+    uvec4 r[32u * VM_MAX_GROUPS];
+    [[unroll]] for (uint k = 0u; k < 32u * VM_MAX_GROUPS; k++) {
+        r[k] = uvec4(0u);
     }
-    uint pc = 0u;
-    uint fuel = job.fuel;
-    uint state = VM_RUNNING;
-    uint detail = 0u;
+    // Per lane: program counter, fuel left, state, fault status, and the fault's detail
+    // or the reduction operand.
+    uvec4 pcv[VM_MAX_GROUPS];
+    uvec4 fuelv[VM_MAX_GROUPS];
+    uvec4 stv[VM_MAX_GROUPS];
+    uvec4 fstat[VM_MAX_GROUPS];
+    uvec4 fdet[VM_MAX_GROUPS];
+    bvec4 m[VM_MAX_GROUPS];
+    uvec4 nextv[VM_MAX_GROUPS];
+    [[unroll]] for (uint g = 0u; g < VM_MAX_GROUPS; g++) {
+        pcv[g] = uvec4(0u);
+        fuelv[g] = uvec4(job.fuel);
+        stv[g] = uvec4(g < VM_GROUPS ? VM_RUNNING : VM_HALTED);
+        fstat[g] = uvec4(0u);
+        fdet[g] = uvec4(0u);
+        m[g] = bvec4(false);
+        nextv[g] = uvec4(0u);
+    }
+    uint first_lane = lane * VM_SUBLANES;
     status = STATUS_OK;
     results = uvec4(0u);
     for (;;) {
-        // Run this lane until it stops. Every iteration executes one instruction, so a
-        // lane runs at most `fuel` iterations over the whole job.
-        while (state == VM_RUNNING) {
-            if (fuel == 0u) {
-                state = VM_FAULTED;
-                detail = 0u;
-                status = STATUS_FAULT_FUEL;
+        // Run this invocation's lanes until every one has stopped. Every iteration runs an
+        // instruction for at least one lane or stops one for lack of fuel, so the loop runs
+        // at most VM_SUBLANES * (fuel + 1) times over the whole job.
+        for (;;) {
+            uint pc = VM_NONE;
+            VM_EACH(
+                uvec4 live = mix(uvec4(VM_NONE), pcv[g], equal(stv[g], uvec4(VM_RUNNING)));
+                pc = min(pc, min(min(live.x, live.y), min(live.z, live.w)));
+            )
+            if (pc == VM_NONE) {
                 break;
             }
-            fuel -= 1u;
+            VM_EACH(
+                m[g] = vm_and(equal(pcv[g], uvec4(pc)), equal(stv[g], uvec4(VM_RUNNING)));
+                bvec4 starved = vm_and(m[g], equal(fuelv[g], uvec4(0u)));
+                if (any(starved)) {
+                    VM_FAULT(g, starved, STATUS_FAULT_FUEL, uvec4(0u));
+                    m[g] = vm_and(m[g], not(starved));
+                }
+                fuelv[g] -= uvec4(m[g]);
+                nextv[g] = uvec4(pc + 1u);
+            )
             uint w0 = VM_WORD(2u * pc);
             uint imm = VM_WORD(2u * pc + 1u);
             uint op = w0 & 0xFFu;
             uint d = (w0 >> 8) & 31u;
-            uint va = r[(w0 >> 16) & 31u];
-            uint vb = r[(w0 >> 24) & 31u];
-            uint next = pc + 1u;
-            if (op >= OP_RED_ADD && op <= OP_RED_FMAX) {
-                state = VM_AT_REDUCTION;
-                detail = va;
+            uint ia = (w0 >> 16) & 31u;
+            uint ib = (w0 >> 24) & 31u;
+            switch (op) {
+            case OP_NOP:
+                break;
+            case OP_HALT:
+                VM_EACH(stv[g] = mix(stv[g], uvec4(VM_HALTED), m[g]);)
+                break;
+            case OP_JMP:
+                VM_EACH(nextv[g] = uvec4(imm);)
+                break;
+            case OP_BRZ:
+                VM_EACH(nextv[g] = mix(nextv[g], uvec4(imm), equal(VM_R(ia, g), uvec4(0u)));)
+                break;
+            case OP_BRNZ:
+                VM_EACH(nextv[g] = mix(nextv[g], uvec4(imm), notEqual(VM_R(ia, g), uvec4(0u)));)
+                break;
+            case OP_LOOP:
+                VM_EACH(
+                    uvec4 limit = VM_R(ib, g);
+                    uvec4 count = VM_R(d, g) + VM_R(ia, g);
+                    VM_SET(g, count);
+                    nextv[g] = mix(nextv[g], uvec4(imm), lessThan(count, limit));
+                )
+                break;
+            case OP_MOVI:
+                VM_EACH(VM_SET(g, uvec4(imm));)
+                break;
+            case OP_MOV:
+                VM_EACH(VM_SET(g, VM_R(ia, g));)
+                break;
+            case OP_SEL:
+                VM_EACH(
+                    uvec4 value = mix(VM_R(ib, g), VM_R(ia, g), notEqual(VM_R(imm & 31u, g), uvec4(0u)));
+                    VM_SET(g, value);
+                )
+                break;
+            #define VM_BINARY(code, expr) case code: VM_EACH(uvec4 a = VM_R(ia, g); uvec4 b = VM_R(ib, g); VM_SET(g, (expr));) break;
+            VM_BINARY(OP_ADD, a + b)
+            VM_BINARY(OP_SUB, a - b)
+            VM_BINARY(OP_MUL, a * b)
+            VM_BINARY(OP_AND, a & b)
+            VM_BINARY(OP_OR, a | b)
+            VM_BINARY(OP_XOR, a ^ b)
+            VM_BINARY(OP_SHL, a << (b & 31u))
+            VM_BINARY(OP_SHRU, a >> (b & 31u))
+            VM_BINARY(OP_SHRS, uvec4(ivec4(a) >> ivec4(b & 31u)))
+            VM_BINARY(OP_MINU, min(a, b))
+            VM_BINARY(OP_MAXU, max(a, b))
+            VM_BINARY(OP_MINS, uvec4(min(ivec4(a), ivec4(b))))
+            VM_BINARY(OP_MAXS, uvec4(max(ivec4(a), ivec4(b))))
+            VM_BINARY(OP_ADDI, a + imm)
+            VM_BINARY(OP_NOT, ~a)
+            VM_BINARY(OP_EQ, uvec4(equal(a, b)))
+            VM_BINARY(OP_NE, uvec4(notEqual(a, b)))
+            VM_BINARY(OP_LTU, uvec4(lessThan(a, b)))
+            VM_BINARY(OP_LTS, uvec4(lessThan(ivec4(a), ivec4(b))))
+            VM_BINARY(OP_LEU, uvec4(lessThanEqual(a, b)))
+            VM_BINARY(OP_LES, uvec4(lessThanEqual(ivec4(a), ivec4(b))))
+            VM_BINARY(OP_FADD, vm_u(vm_f(a) + vm_f(b)))
+            VM_BINARY(OP_FSUB, vm_u(vm_f(a) - vm_f(b)))
+            VM_BINARY(OP_FMUL, vm_u(vm_f(a) * vm_f(b)))
+            VM_BINARY(OP_FDIV, vm_u(vm_f(a) / vm_f(b)))
+            VM_BINARY(OP_FMIN, vm_fmin(a, b))
+            VM_BINARY(OP_FMAX, vm_fmax(a, b))
+            VM_BINARY(OP_FSQRT, vm_u(sqrt(vm_f(a))))
+            VM_BINARY(OP_FLT, uvec4(lessThan(vm_f(a), vm_f(b))))
+            VM_BINARY(OP_FLE, uvec4(lessThanEqual(vm_f(a), vm_f(b))))
+            VM_BINARY(OP_FEQ, uvec4(equal(vm_f(a), vm_f(b))))
+            VM_BINARY(OP_U2F, vm_u(vec4(a)))
+            VM_BINARY(OP_I2F, vm_u(vec4(ivec4(a))))
+            VM_BINARY(OP_F2U, vm_f2u(a))
+            VM_BINARY(OP_F2I, vm_f2i(a))
+            VM_BINARY(OP_CRC32B, vm_crc_byte(a, b))
+            VM_BINARY(OP_CRC32W, vm_crc_byte(vm_crc_byte(vm_crc_byte(vm_crc_byte(a, b), b >> 8), b >> 16), b >> 24))
+            VM_BINARY(OP_CRC32MUL, vm_crc_mul(a, b))
+            #undef VM_BINARY
+            case OP_DIVU:
+            case OP_DIVS:
+            case OP_REMU:
+            case OP_REMS:
+                VM_EACH(
+                    uvec4 a = VM_R(ia, g);
+                    uvec4 b = VM_R(ib, g);
+                    bvec4 zero = vm_and(m[g], equal(b, uvec4(0u)));
+                    if (any(zero)) {
+                        VM_FAULT(g, zero, STATUS_FAULT_DIVIDE_BY_ZERO, uvec4(0u));
+                    }
+                    ivec4 sa = ivec4(a);
+                    // Divisors that cannot trap: 1 for zero, and for -1 (whose results are
+                    // selected below: INT_MIN / -1 wraps to INT_MIN, x rem -1 is 0).
+                    bvec4 minus_one = equal(b, uvec4(0xFFFFFFFFu));
+                    uvec4 safe = max(b, uvec4(1u));
+                    ivec4 ssafe = mix(ivec4(safe), ivec4(1), minus_one);
+                    uvec4 value;
+                    if (op == OP_DIVU) {
+                        value = a / safe;
+                    } else if (op == OP_REMU) {
+                        value = a % safe;
+                    } else if (op == OP_DIVS) {
+                        value = mix(uvec4(sa / ssafe), uvec4(-sa), minus_one);
+                    } else {
+                        value = mix(uvec4(sa - (sa / ssafe) * ssafe), uvec4(0u), minus_one);
+                    }
+                    VM_SET_MASKED(d, g, value, vm_and(m[g], not(zero)));
+                )
+                break;
+            case OP_LD32:
+            case OP_LD8:
+            case OP_ST32:
+            case OP_ST8:
+            case OP_ATOMIC_ADD:
+            case OP_ATOMIC_MIN:
+            case OP_ATOMIC_MAX:
+            case OP_ATOMIC_AND:
+            case OP_ATOMIC_OR:
+            case OP_ATOMIC_XOR:
+            case OP_ATOMIC_XCHG:
+            case OP_ATOMIC_CAS: {
+                VmBuffer desc = s_vm_table[imm & 7u];
+                VmWords words = VmWords(desc.address);
+                bool bytes = op == OP_LD8 || op == OP_ST8;
+                bool quads = (desc.address & 15ul) == 0ul;
+                VM_EACH(
+                    uvec4 index = VM_R(ia, g);
+                    uvec4 value = VM_R(ib, g);
+                    bvec4 inside = vm_in_range(desc, index, bytes ? 0u : 2u);
+                    bvec4 outside = vm_and(m[g], not(inside));
+                    if (any(outside)) {
+                        VM_FAULT(g, outside, STATUS_FAULT_OUT_OF_RANGE, index);
+                    }
+                    bvec4 go = vm_and(m[g], inside);
+                    bool whole = all(go) && vm_quad(index);
+                    uvec4 got = uvec4(0u);
+                    if (op == OP_LD32) {
+                        if (whole && quads) {
+                            got = VmQuads(desc.address).v[index.x >> 2];
+                        } else {
+                            [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                                if (go[c]) got[c] = words.v[index[c]];
+                            }
+                        }
+                        VM_SET_MASKED(d, g, got, go);
+                    } else if (op == OP_LD8) {
+                        if (whole) {
+                            got = (uvec4(words.v[index.x >> 2]) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu;
+                        } else {
+                            [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                                if (go[c]) got[c] = (words.v[index[c] >> 2] >> ((index[c] & 3u) * 8u)) & 0xFFu;
+                            }
+                        }
+                        VM_SET_MASKED(d, g, got, go);
+                    } else if (op == OP_ST32) {
+                        if (whole && quads) {
+                            VmQuads(desc.address).v[index.x >> 2] = value;
+                        } else {
+                            [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                                if (go[c]) words.v[index[c]] = value[c];
+                            }
+                        }
+                    } else if (op == OP_ST8) {
+                        // Leave the word's other bytes alone, even under other lanes' writes.
+                        [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                            if (go[c]) {
+                                uint shift = (index[c] & 3u) * 8u;
+                                atomicAnd(words.v[index[c] >> 2], ~(0xFFu << shift));
+                                atomicOr(words.v[index[c] >> 2], (value[c] & 0xFFu) << shift);
+                            }
+                        }
+                    } else {
+                        uvec4 compare = VM_R(d, g);
+                        [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                            if (go[c]) got[c] = vm_atomic(op, words, index[c], value[c], compare[c]);
+                        }
+                        VM_SET_MASKED(d, g, got, go);
+                    }
+                )
                 break;
             }
-            if (op == OP_LOOP) {
-                uint count = r[d] + va;
-                r[d] = count;
-                next = count < vb ? imm : next;
-            } else if (op <= OP_SEL) {
-                if (op == OP_HALT) {
-                    state = VM_HALTED;
-                } else if (op == OP_JMP) {
-                    next = imm;
-                } else if (op == OP_BRZ) {
-                    next = va == 0u ? imm : next;
-                } else if (op == OP_BRNZ) {
-                    next = va != 0u ? imm : next;
-                } else if (op == OP_MOVI) {
-                    r[d] = imm;
-                } else if (op == OP_MOV) {
-                    r[d] = va;
-                } else if (op == OP_SEL) {
-                    r[d] = r[imm & 31u] != 0u ? va : vb;
-                }
-            } else if (op <= OP_LES) {
-                if ((op >= OP_DIVU && op <= OP_REMS) && vb == 0u) {
-                    state = VM_FAULTED;
-                    status = STATUS_FAULT_DIVIDE_BY_ZERO;
-                    detail = 0u;
-                } else {
-                    int sa = int(va);
-                    int sb = int(vb);
-                    uint v = 0u;
-                    if (op == OP_ADD) v = va + vb;
-                    else if (op == OP_SUB) v = va - vb;
-                    else if (op == OP_MUL) v = va * vb;
-                    else if (op == OP_DIVU) v = va / vb;
-                    else if (op == OP_DIVS) v = (sa == int(0x80000000u) && sb == -1) ? va : uint(sa / sb);
-                    else if (op == OP_REMU) v = va % vb;
-                    else if (op == OP_REMS) v = (sb == -1) ? 0u : uint(sa - (sa / sb) * sb);
-                    else if (op == OP_AND) v = va & vb;
-                    else if (op == OP_OR) v = va | vb;
-                    else if (op == OP_XOR) v = va ^ vb;
-                    else if (op == OP_SHL) v = va << (vb & 31u);
-                    else if (op == OP_SHRU) v = va >> (vb & 31u);
-                    else if (op == OP_SHRS) v = uint(sa >> int(vb & 31u));
-                    else if (op == OP_MINU) v = min(va, vb);
-                    else if (op == OP_MAXU) v = max(va, vb);
-                    else if (op == OP_MINS) v = uint(min(sa, sb));
-                    else if (op == OP_MAXS) v = uint(max(sa, sb));
-                    else if (op == OP_ADDI) v = va + imm;
-                    else if (op == OP_NOT) v = ~va;
-                    else if (op == OP_EQ) v = uint(va == vb);
-                    else if (op == OP_NE) v = uint(va != vb);
-                    else if (op == OP_LTU) v = uint(va < vb);
-                    else if (op == OP_LTS) v = uint(sa < sb);
-                    else if (op == OP_LEU) v = uint(va <= vb);
-                    else v = uint(sa <= sb); // OP_LES
-                    r[d] = v;
-                }
-            } else if (op <= OP_F2I) {
-                float fa = vm_f(va);
-                float fb = vm_f(vb);
-                uint v = 0u;
-                if (op == OP_FADD) v = vm_u(fa + fb);
-                else if (op == OP_FSUB) v = vm_u(fa - fb);
-                else if (op == OP_FMUL) v = vm_u(fa * fb);
-                else if (op == OP_FDIV) v = vm_u(fa / fb);
-                else if (op == OP_FMIN) v = vm_fmin(va, vb);
-                else if (op == OP_FMAX) v = vm_fmax(va, vb);
-                else if (op == OP_FSQRT) v = vm_u(sqrt(fa));
-                else if (op == OP_FLT) v = uint(fa < fb);
-                else if (op == OP_FLE) v = uint(fa <= fb);
-                else if (op == OP_FEQ) v = uint(fa == fb);
-                else if (op == OP_U2F) v = vm_u(float(va));
-                else if (op == OP_I2F) v = vm_u(float(int(va)));
-                else if (op == OP_F2U) v = vm_f2u(va);
-                else v = vm_f2i(va); // OP_F2I
-                r[d] = v;
-            } else if (op <= OP_ATOMIC_CAS) {
-                bool bytes = op == OP_LD8 || op == OP_ST8;
-                VmBuffer desc = s_vm_table[imm & 7u];
-                if (!vm_in_range(desc, va, bytes ? 1u : 4u)) {
-                    state = VM_FAULTED;
-                    status = STATUS_FAULT_OUT_OF_RANGE;
-                    detail = va;
-                } else {
-                    VmWords words = VmWords(desc.address);
-                    uint offset = bytes ? va : va * 4u;
-                    uint word = offset >> 2;
-                    uint shift = (offset & 3u) * 8u;
-                    if (op == OP_LD32 || op == OP_LD8) {
-                        uint w = words.v[word];
-                        r[d] = op == OP_LD32 ? w : (w >> shift) & 0xFFu;
-                    }
-                    else if (op == OP_ST32) words.v[word] = vb;
-                    else if (op == OP_ST8) {
-                        // Leave the word's other bytes alone, even under other lanes' writes.
-                        atomicAnd(words.v[word], ~(0xFFu << shift));
-                        atomicOr(words.v[word], (vb & 0xFFu) << shift);
-                    }
-                    else if (op == OP_ATOMIC_ADD) r[d] = atomicAdd(words.v[word], vb);
-                    else if (op == OP_ATOMIC_MIN) r[d] = atomicMin(words.v[word], vb);
-                    else if (op == OP_ATOMIC_MAX) r[d] = atomicMax(words.v[word], vb);
-                    else if (op == OP_ATOMIC_AND) r[d] = atomicAnd(words.v[word], vb);
-                    else if (op == OP_ATOMIC_OR) r[d] = atomicOr(words.v[word], vb);
-                    else if (op == OP_ATOMIC_XOR) r[d] = atomicXor(words.v[word], vb);
-                    else if (op == OP_ATOMIC_XCHG) r[d] = atomicExchange(words.v[word], vb);
-                    else r[d] = atomicCompSwap(words.v[word], r[d], vb); // OP_ATOMIC_CAS
-                }
-            } else if (op == OP_LANE) {
-                r[d] = lane;
-            } else if (op == OP_LANES) {
-                r[d] = lanes;
-            } else if (op == OP_GRID) {
-                r[d] = job.len;
-            } else if (op == OP_TILE_BEGIN) {
-                r[d] = job.tile_begin;
-            } else if (op == OP_ARG) {
-                r[d] = imm == 0u ? job.arg0 : (imm == 1u ? job.arg1 : (imm == 2u ? job.arg2 : job.arg3));
-            } else if (op == OP_BUFLEN) {
-                r[d] = uint(s_vm_table[imm & 7u].bytes);
-            } else if (op == OP_RESULT) {
-                if (lane == 0u) {
-                    results[imm & 3u] = va;
-                }
-            } else {
-                state = VM_FAULTED;
-                status = STATUS_FAULT_BAD_INSTRUCTION;
-                detail = op;
+            case OP_LANE:
+                VM_EACH(VM_SET(g, uvec4(first_lane + 4u * g) + uvec4(0u, 1u, 2u, 3u));)
+                break;
+            case OP_LANES:
+                VM_EACH(VM_SET(g, uvec4(LANES * VM_SUBLANES));)
+                break;
+            case OP_GRID:
+                VM_EACH(VM_SET(g, uvec4(job.len));)
+                break;
+            case OP_TILE_BEGIN:
+                VM_EACH(VM_SET(g, uvec4(job.tile_begin));)
+                break;
+            case OP_ARG: {
+                uint word = imm == 0u ? job.arg0 : (imm == 1u ? job.arg1 : (imm == 2u ? job.arg2 : job.arg3));
+                VM_EACH(VM_SET(g, uvec4(word));)
+                break;
             }
-            if (state != VM_FAULTED) {
-                pc = next;
+            case OP_BUFLEN: {
+                uint bytes = uint(s_vm_table[imm & 7u].bytes);
+                VM_EACH(VM_SET(g, uvec4(bytes));)
+                break;
+            }
+            case OP_RESULT:
+                // Lane 0's write counts: sub-lane 0 of invocation 0.
+                if (lane == 0u && m[0].x) {
+                    results[imm & 3u] = VM_R(ia, 0).x;
+                }
+                break;
+            case OP_RED_ADD:
+            case OP_RED_MIN:
+            case OP_RED_MAX:
+            case OP_RED_FMIN:
+            case OP_RED_FMAX:
+                VM_EACH(
+                    stv[g] = mix(stv[g], uvec4(VM_AT_REDUCTION), m[g]);
+                    fdet[g] = mix(fdet[g], VM_R(ia, g), m[g]);
+                )
+                break;
+            default:
+                VM_EACH(VM_FAULT(g, m[g], STATUS_FAULT_BAD_INSTRUCTION, uvec4(op));)
+                break;
+            }
+            // Lanes still running move on; stopped ones keep their program counter.
+            VM_EACH(pcv[g] = mix(pcv[g], nextv[g], vm_and(m[g], equal(stv[g], uvec4(VM_RUNNING))));)
+        }
+
+        // Phase end: summarise this invocation's lanes (in lane order) ...
+        uint fsub = VM_NONE;
+        uint fstatus = 0u;
+        uint fpc = 0u;
+        uint fdetail = 0u;
+        uint wsub = VM_NONE;
+        uint wpc = 0u;
+        uint wvalue = 0u;
+        uint wop = 0u;
+        uint div = VM_NONE;
+        [[unroll]] for (uint g = 0u; g < VM_MAX_GROUPS; g++) {
+            [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                uint sub = 4u * g + c;
+                if (g < VM_GROUPS) {
+                    if (stv[g][c] == VM_FAULTED && fsub == VM_NONE) {
+                        fsub = sub;
+                        fstatus = fstat[g][c];
+                        fpc = pcv[g][c];
+                        fdetail = fdet[g][c];
+                    }
+                    if (stv[g][c] == VM_AT_REDUCTION) {
+                        if (wsub == VM_NONE) {
+                            wsub = sub;
+                            wpc = pcv[g][c];
+                            wvalue = fdet[g][c];
+                            wop = VM_WORD(2u * wpc) & 0xFFu;
+                        } else if (pcv[g][c] != wpc) {
+                            div = div == VM_NONE ? (pcv[g][c] << 8) | sub : div;
+                        } else {
+                            wvalue = vm_combine(wop, wvalue, fdet[g][c]);
+                        }
+                    }
+                }
             }
         }
-        // Phase end: publish this lane's state; every lane then reaches the same decision.
-        s_vm_state[lane] = state == VM_FAULTED ? VM_FAULTED + status : state;
-        s_vm_pc[lane] = pc;
-        s_vm_value[lane] = detail; // the reduction operand, or the fault's detail
+        bool faulted = fsub != VM_NONE;
+        s_vm_state[lane] = faulted ? VM_FAULTED + fstatus : (wsub != VM_NONE ? VM_AT_REDUCTION : VM_HALTED);
+        s_vm_pc[lane] = faulted ? fpc : wpc;
+        s_vm_value[lane] = faulted ? fdetail : wvalue;
+        s_vm_sub[lane] = faulted ? fsub : wsub;
+        s_vm_div[lane] = div;
         memoryBarrierShared();
         barrier();
-        uint fault_lane = 0xFFFFFFFFu;
-        uint first = 0xFFFFFFFFu;
-        uint diverged = 0xFFFFFFFFu;
+        // ... then every invocation reaches the same decision from all summaries.
+        uint fault_lane = VM_NONE;
+        uint first = VM_NONE;
+        uint diverged = VM_NONE; // the first lane (VM numbering) at another reduction
+        uint diverged_pc = 0u;
         uint value = 0u;
         uint red_pc = 0u;
+        uint red_op = 0u;
         [[unroll]] for (uint k = 0u; k < MAX_LANES; k++) {
-            if (k < lanes) {
+            if (k < LANES) {
                 uint st = s_vm_state[k];
-                if (st >= VM_FAULTED && fault_lane == 0xFFFFFFFFu) {
+                if (st >= VM_FAULTED && fault_lane == VM_NONE) {
                     fault_lane = k;
                 }
                 if (st == VM_AT_REDUCTION) {
-                    if (first == 0xFFFFFFFFu) {
+                    uint inner = s_vm_div[k];
+                    if (first == VM_NONE) {
                         first = k;
                         red_pc = s_vm_pc[k];
                         value = s_vm_value[k];
+                        red_op = VM_WORD(2u * red_pc) & 0xFFu;
                     } else if (s_vm_pc[k] != red_pc) {
-                        diverged = diverged == 0xFFFFFFFFu ? k : diverged;
+                        if (diverged == VM_NONE) {
+                            diverged = k * VM_SUBLANES + s_vm_sub[k];
+                            diverged_pc = s_vm_pc[k];
+                        }
+                        inner = VM_NONE;
                     } else {
-                        value = vm_combine(VM_WORD(2u * red_pc) & 0xFFu, value, s_vm_value[k]);
+                        value = vm_combine(red_op, value, s_vm_value[k]);
+                    }
+                    if (inner != VM_NONE && diverged == VM_NONE) {
+                        diverged = k * VM_SUBLANES + (inner & 0xFFu);
+                        diverged_pc = inner >> 8;
                     }
                 }
             }
         }
         bool leave = true;
-        if (fault_lane != 0xFFFFFFFFu) {
+        if (fault_lane != VM_NONE) {
             status = s_vm_state[fault_lane] - VM_FAULTED;
-            results = uvec4(s_vm_pc[fault_lane], fault_lane, s_vm_value[fault_lane], 0u);
-        } else if (first == 0xFFFFFFFFu) {
+            results = uvec4(s_vm_pc[fault_lane], fault_lane * VM_SUBLANES + s_vm_sub[fault_lane],
+                            s_vm_value[fault_lane], 0u);
+        } else if (first == VM_NONE) {
             // every lane halted: status OK, results as lane 0 wrote them
-        } else if (diverged != 0xFFFFFFFFu) {
+        } else if (diverged != VM_NONE) {
             status = STATUS_FAULT_DIVERGED;
-            results = uvec4(red_pc, diverged, s_vm_pc[diverged], 0u);
+            results = uvec4(red_pc, diverged, diverged_pc, 0u);
         } else {
             leave = false;
-            if (state == VM_AT_REDUCTION) {
-                r[(VM_WORD(2u * pc) >> 8) & 31u] = value;
-                pc += 1u;
-                state = VM_RUNNING;
-            }
+            uint dst = (VM_WORD(2u * red_pc) >> 8) & 31u;
+            VM_EACH(
+                bvec4 waiting = equal(stv[g], uvec4(VM_AT_REDUCTION));
+                VM_SET_MASKED(dst, g, uvec4(value), waiting);
+                pcv[g] += uvec4(waiting);
+                stv[g] = mix(stv[g], uvec4(VM_RUNNING), waiting);
+            )
         }
-        barrier(); // the shared state is rewritten by the next phase
+        barrier(); // the shared summaries are rewritten by the next phase
         if (leave) {
             break;
         }
     }
+    #undef VM_SET
+    #undef VM_SET_MASKED
+    #undef VM_FAULT
+    #undef VM_EACH
+    #undef VM_R
     #undef VM_WORD
 }
 

@@ -280,6 +280,12 @@ impl Job {
         self.entry.tag
     }
 
+    /// Loop iterations a launch spends before its first pass, with `lanes` lanes: the
+    /// CRC table of `crc32.b` / `crc32.w` (`vm_init` in glsl/vm.glsl).
+    pub(crate) fn launch_cost(lanes: u32) -> u32 {
+        layout::VM_CRC_TABLE.div_ceil(lanes.clamp(1, layout::MAX_LANES)) * layout::ITERATIONS_PER_STEP
+    }
+
     /// Loop iterations a VM job costs one lane besides its instructions (the copy of the
     /// program's head and the buffer table into shared memory), with `lanes` lanes.
     pub(crate) fn nop_program_cost(lanes: u32) -> u32 {
@@ -288,9 +294,9 @@ impl Job {
         (2 * layout::VM_SHARED_PROGRAM).div_ceil(lanes) * step + layout::VM_MAX_BUFFERS.div_ceil(lanes) * step
     }
 
-    /// Loop iterations the job costs one lane of a kernel with `lanes` lanes per workgroup
-    /// (see `glsl/jobs.glsl`).
-    pub fn cost(&self, lanes: u32) -> u32 {
+    /// Loop iterations the job costs one lane of a kernel with `lanes` lanes per workgroup,
+    /// each interpreting `sublanes` VM lanes (see `glsl/jobs.glsl`, `glsl/vm.glsl`).
+    pub fn cost(&self, lanes: u32, sublanes: u32) -> u32 {
         let e = &self.entry;
         let step = layout::ITERATIONS_PER_STEP;
         let strided = e.len.div_ceil(lanes.clamp(1, layout::MAX_LANES)).saturating_mul(step);
@@ -298,12 +304,13 @@ impl Job {
             layout::JOB_FILL | layout::JOB_COPY => strided,
             // The reduction loop runs log2(lanes) <= MAX_LANES_LOG2 times, plus its exit test.
             layout::JOB_SUM_U32 => strided.saturating_add(step * (layout::MAX_LANES_LOG2 + 1)),
-            // Each instruction is one step of the interpreter loop, and each may end a phase.
-            // Plus the copy of the program's head and the buffer table into shared memory.
+            // Each instruction of each VM lane may be one step of the interpreter loop (when
+            // the invocation's lanes went apart), and each may end a phase. Plus the copy of
+            // the program's head and the buffer table into shared memory.
             layout::JOB_VM => e
                 .fuel
                 .saturating_add(1)
-                .saturating_mul(step + layout::VM_ITERATIONS_PER_PHASE)
+                .saturating_mul(sublanes.max(1) * step + layout::VM_ITERATIONS_PER_PHASE)
                 .saturating_add(Job::nop_program_cost(lanes)),
             _ => 0,
         }

@@ -33,6 +33,9 @@ shared_constants! {
     /// iterations) stays within this: heavy jobs (tiles of a large grid) are claimed one
     /// at a time, so idle workgroups take the next ones in parallel.
     CLAIM_BATCH_COST = 4096;
+    /// Claims a workgroup tries per pass: a claim that loses the race for the ring's head
+    /// retries at once from the head its CAS saw (glsl/ring.glsl, `ring_claim`).
+    CLAIM_ATTEMPTS = 3;
     /// Loop iterations charged for one pass of the megakernel's main loop. lavapipe
     /// counted 8 per idle pass (its silent cut came after 8,194 passes); 10 keeps a margin.
     /// See docs/protocol.md, "Epochs".
@@ -108,6 +111,18 @@ shared_constants! {
     /// through coherent loads: a new program or table in memory that an earlier job of the
     /// same launch read (freed, reused) is never served from a stale SM cache line.
     VM_SHARED_PROGRAM = 256;
+    /// The reflected CRC-32 polynomial of `crc32.b` / `crc32.w` (IEEE 802.3, zlib's).
+    VM_CRC32_POLY = 0xEDB8_8320;
+    /// Specialization-constant id of the VM's sub-lane groups per invocation: each
+    /// invocation interprets 4 x groups lanes in lock step (uvec4 registers), so one
+    /// instruction fetch and dispatch serves them all (docs/bytecode.md, "Lanes").
+    VM_GROUPS_CONSTANT_ID = 2;
+    /// Most sub-lane groups (so at most 4 x VM_MAX_GROUPS lanes per invocation).
+    VM_MAX_GROUPS = 2;
+    /// Entries of the table of `crc32.b` / `crc32.w`, which each workgroup builds in shared
+    /// memory at the start of a launch: ceil(VM_CRC_TABLE / lanes) loop iterations of
+    /// ITERATIONS_PER_STEP per invocation (`Job::launch_cost`).
+    VM_CRC_TABLE = 256;
 
     // Opcodes. Operands: d = dst register, a, b = source registers, imm = 32-bit immediate.
     /// Do nothing.
@@ -256,8 +271,17 @@ shared_constants! {
     /// r[d] = r[d] + r[a]; then branch to imm while r[d] < r[b] (unsigned): a counted
     /// loop's step, test and jump in one instruction.
     OP_LOOP = 71;
+    /// r[d] = CRC-32 (IEEE, reflected polynomial VM_CRC32_POLY) of r[a] advanced by the low
+    /// byte of r[b], with no inversion (like ARMv8's `CRC32B`).
+    OP_CRC32B = 72;
+    /// r[d] = CRC-32 of r[a] advanced by the four bytes of r[b], lowest first (like ARMv8's
+    /// `CRC32W`).
+    OP_CRC32W = 73;
+    /// r[d] = r[a] * r[b] modulo VM_CRC32_POLY, both reflected (bit 31 is x^0): zlib's
+    /// `multmodp`, which shifts a CRC past bytes that follow it (`crc32_combine`).
+    OP_CRC32MUL = 74;
     /// Number of opcodes.
-    OP_COUNT = 72;
+    OP_COUNT = 75;
 
     /// Kernel exit reason: no work for `idle_limit` consecutive polls (parked).
     EXIT_IDLE = 1;

@@ -49,6 +49,10 @@ pub struct RuntimeConfig {
     pub workgroups: Option<u32>,
     /// Lanes per workgroup, a power of two up to 64; `None` picks 8 on lavapipe, 64 elsewhere.
     pub lanes: Option<u32>,
+    /// VM lanes each invocation interprets in lock step, 4 or 8 (docs/bytecode.md,
+    /// "Lanes"): a bytecode job sees `lanes * vm_sublanes` lanes per workgroup. `None`
+    /// picks 4 on lavapipe, 8 elsewhere.
+    pub vm_sublanes: Option<u32>,
     /// Loop iterations one invocation may run per epoch; `None` picks per device
     /// (60,000 on lavapipe, which cuts loops at 65,535; 2^24 elsewhere).
     pub epoch_budget: Option<u32>,
@@ -73,6 +77,7 @@ impl Default for RuntimeConfig {
             ring_entries: 1024,
             workgroups: None,
             lanes: None,
+            vm_sublanes: None,
             epoch_budget: None,
             idle_polls: std::env::var("MEGARING_IDLE_POLLS").ok().and_then(|v| v.parse().ok()),
             cq_placement: Placement::HostCached,
@@ -94,8 +99,14 @@ pub struct RuntimeInfo {
     pub self_test: std::result::Result<Duration, String>,
     /// Resident workgroups per launch.
     pub workgroups: u32,
-    /// Lanes per workgroup.
+    /// Lanes (invocations) per workgroup.
     pub lanes: u32,
+    /// VM lanes per workgroup: what a bytecode program's `lanes` returns, and the lane
+    /// count its CPU reference runs with (`lanes` x VM lanes per invocation).
+    pub vm_lanes: u32,
+    /// What the driver reports about the compiled megakernel (`VK_KHR_pipeline_executable_properties`):
+    /// (name, value) pairs such as ("Register Count", "96"); empty where it reports nothing.
+    pub kernel_statistics: Vec<(String, String)>,
     /// Loop iterations per invocation per epoch.
     pub epoch_budget: u32,
     /// Empty polls before parking.
@@ -154,6 +165,8 @@ struct Shared {
     lost: AtomicU32,
     max_cost: u32,
     lanes: u32,
+    /// VM lanes per invocation.
+    sublanes: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -246,9 +259,17 @@ impl Runtime {
                 layout::MAX_LANES
             )));
         }
+        let sublanes = config.vm_sublanes.unwrap_or(if caps.lavapipe { 4 } else { 8 });
+        if sublanes != 4 && sublanes != 8 {
+            return Err(Error::InvalidConfig(format!("vm_sublanes = {sublanes}; use 4 or 8")));
+        }
         let default_budget = if caps.lavapipe { 60_000 } else { 1 << 24 };
         let epoch_budget = config.epoch_budget.unwrap_or(default_budget);
-        let min_budget = 2 * (layout::EPOCH_RESERVE + layout::ITERATIONS_PER_PASS + layout::ITERATIONS_PER_JOB);
+        let min_budget = 2
+            * (crate::Job::launch_cost(lanes)
+                + layout::EPOCH_RESERVE
+                + layout::ITERATIONS_PER_PASS
+                + layout::ITERATIONS_PER_JOB);
         if epoch_budget < min_budget || (caps.lavapipe && epoch_budget > 65_535) {
             return Err(Error::InvalidConfig(format!(
                 "epoch_budget = {epoch_budget}; use {min_budget}..={} on this device",
@@ -274,6 +295,7 @@ impl Runtime {
             &[
                 (layout::LANES_CONSTANT_ID, lanes),
                 (layout::LANES_VALUE_CONSTANT_ID, lanes),
+                (layout::VM_GROUPS_CONSTANT_ID, sublanes / 4),
             ],
         )?;
         let mut dispatcher = Dispatcher::new(&ctx)?;
@@ -290,7 +312,9 @@ impl Runtime {
             cancelled: AtomicU32::new(0),
             lost: AtomicU32::new(0),
             lanes,
+            sublanes,
             max_cost: epoch_budget
+                - crate::Job::launch_cost(lanes)
                 - layout::EPOCH_RESERVE
                 - layout::ITERATIONS_PER_PASS
                 - layout::ITERATIONS_PER_JOB
@@ -341,6 +365,8 @@ impl Runtime {
             self_test,
             workgroups,
             lanes,
+            vm_lanes: lanes * sublanes,
+            kernel_statistics: pipeline.statistics(),
             epoch_budget,
             idle_polls: params.idle_limit,
             ring_entries: config.ring_entries,
@@ -391,7 +417,7 @@ impl Runtime {
 
     /// The most fuel a VM job may have on this device (one epoch must be able to hold it).
     pub fn max_fuel(&self) -> u32 {
-        let per_instruction = layout::ITERATIONS_PER_STEP + layout::VM_ITERATIONS_PER_PHASE;
+        let per_instruction = self.shared.sublanes * layout::ITERATIONS_PER_STEP + layout::VM_ITERATIONS_PER_PHASE;
         // What a job of no fuel costs: the copy of program head and table (see Job::cost).
         let prologue = crate::Job::nop_program_cost(self.shared.lanes);
         (self.shared.max_cost.saturating_sub(prologue) / per_instruction).saturating_sub(1)
@@ -463,7 +489,7 @@ impl Runtime {
     fn submit_jobs(&self, jobs: Vec<Job>, wait: Option<Duration>) -> Result<Vec<JobHandle>> {
         let shared = &self.shared;
         for job in &jobs {
-            let cost = job.cost(shared.lanes);
+            let cost = job.cost(shared.lanes, shared.sublanes);
             if cost > shared.max_cost {
                 return Err(Error::JobTooLarge {
                     cost: u64::from(cost),
@@ -500,7 +526,7 @@ impl Runtime {
             // Handles are made as the entries stream into `publish` (no buffer in between).
             let run = jobs.by_ref().take(count as usize).enumerate().map(|(k, job)| {
                 let mut entry = job.entry;
-                entry.cost = job.cost(shared.lanes);
+                entry.cost = job.cost(shared.lanes, shared.sublanes);
                 let index = first.wrapping_add(k as u32);
                 handles.push(JobHandle {
                     shared: shared.clone(),

@@ -47,7 +47,7 @@ fn a_reduction_program_gives_what_the_reference_interpreter_gives() {
         .unwrap();
 
     let launch = Launch {
-        lanes: rt.info().lanes,
+        lanes: rt.info().vm_lanes,
         grid: n,
         tile_begin: 0,
         args: [5, 0, 0, 0],
@@ -72,7 +72,7 @@ fn expect_fault(
     fuel: u32,
 ) -> megaring::vm::Fault {
     let launch = Launch {
-        lanes: rt.info().lanes,
+        lanes: rt.info().vm_lanes,
         grid: 64,
         tile_begin: 0,
         args: [0; 4],

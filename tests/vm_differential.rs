@@ -35,8 +35,11 @@ impl Rng {
 }
 
 const INPUT_WORDS: u32 = 40;
-/// Output slots per lane: r3..r15 and f20..f27.
+/// Output slots per lane: r3..r15 and f20..f27, then one more region of one word per
+/// lane (`b1[lanes * SLOTS + lane]`) for stores of consecutive words by consecutive lanes.
 const SLOTS: u32 = 21;
+/// Words of b1 per lane.
+const OUTPUT: u32 = SLOTS + 1;
 const INT_OPS: &[u32] = &[
     p::OP_ADD,
     p::OP_SUB,
@@ -61,6 +64,9 @@ const INT_OPS: &[u32] = &[
     p::OP_DIVS,
     p::OP_REMU,
     p::OP_REMS,
+    p::OP_CRC32B,
+    p::OP_CRC32W,
+    p::OP_CRC32MUL,
 ];
 const FLOAT_OPS: &[u32] = &[p::OP_FADD, p::OP_FSUB, p::OP_FMUL, p::OP_FMIN, p::OP_FMAX];
 const FLOAT_TESTS: &[u32] = &[p::OP_FLT, p::OP_FLE, p::OP_FEQ];
@@ -146,11 +152,25 @@ fn random_program(rng: &mut Rng) -> Program {
                 let (d, a) = (float_reg(rng), int_reg(rng));
                 b.movi(30, 0xFFFF).op3(p::OP_AND, 30, a, 30).op2(p::OP_U2F, d, 30);
             }
-            4 => {
+            4 if rng.below(2) == 0 => {
                 // A load, usually in range (index below 48 words of a 40-word buffer).
                 let (d, a) = (int_reg(rng), int_reg(rng));
                 b.movi(30, 48).op3(p::OP_REMU, 30, a, 30);
                 b.emit(rng.pick(&[p::OP_LD32, p::OP_LD32, p::OP_LD8]), d, 30, 0, 0);
+            }
+            4 => {
+                // Consecutive lanes at consecutive elements (the interpreter's 16-byte
+                // path): a load at (lane & 31) + 4k, or a store to this lane's word of b1's
+                // last region.
+                let d = int_reg(rng);
+                if rng.below(2) == 0 {
+                    b.movi(30, 31).op3(p::OP_AND, 30, 0, 30);
+                    b.emit(p::OP_ADDI, 30, 30, 0, 4 * rng.below(3));
+                    b.emit(rng.pick(&[p::OP_LD32, p::OP_LD8]), d, 30, 0, 0);
+                } else {
+                    b.movi(30, SLOTS).op3(p::OP_MUL, 30, 2, 30).op3(p::OP_ADD, 30, 30, 0);
+                    b.emit(p::OP_ST32, 0, 30, d, 1);
+                }
             }
             5 => {
                 // Commutative atomics, one element per kind, old value discarded (r31).
@@ -179,8 +199,18 @@ fn random_program(rng: &mut Rng) -> Program {
 
 #[test]
 fn a_thousand_random_programs_agree_with_the_reference_interpreter() {
-    let rt = TestRuntime::new(config());
-    let lanes = rt.info().lanes;
+    // Four VM lanes per invocation (lavapipe's default) and eight (GPUs' default).
+    for sublanes in [4, 8] {
+        differential(sublanes);
+    }
+}
+
+fn differential(sublanes: u32) {
+    let rt = TestRuntime::new(megaring::RuntimeConfig {
+        vm_sublanes: Some(sublanes),
+        ..config()
+    });
+    let lanes = rt.info().vm_lanes;
     let seed = std::env::var("MEGARING_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -203,7 +233,7 @@ fn a_thousand_random_programs_agree_with_the_reference_interpreter() {
     for _ in 0..programs {
         let program = verify(&random_program(&mut rng), 3).expect("generated programs verify");
         let args = [rng.next(), rng.below(100), 7, rng.next()];
-        let output = rt.alloc_u32(u64::from(lanes * SLOTS), Placement::HostCached).unwrap();
+        let output = rt.alloc_u32(u64::from(lanes * OUTPUT), Placement::HostCached).unwrap();
         let atomics = rt.alloc_u32(8, Placement::DeviceShared).unwrap();
         atomics.write_u32(0, &[0, u32::MAX, 0, u32::MAX, 0, 0, 0, 0]).unwrap();
         let table = rt.buffer_table(&[&input, &output, &atomics]).unwrap();
@@ -222,7 +252,7 @@ fn a_thousand_random_programs_agree_with_the_reference_interpreter() {
         let gpu = handle.wait();
         let mut buffers = vec![
             bytemuck::cast_slice(&input_words).to_vec(),
-            vec![0u8; (lanes * SLOTS * 4) as usize],
+            vec![0u8; (lanes * OUTPUT * 4) as usize],
             bytemuck::cast_slice(&[0u32, u32::MAX, 0, u32::MAX, 0, 0, 0, 0]).to_vec(),
         ];
         let launch = Launch {
@@ -248,7 +278,7 @@ fn a_thousand_random_programs_agree_with_the_reference_interpreter() {
                     context()
                 );
                 assert_eq!(done.results, cpu.results, "results; {}", context());
-                let words = case.output.read_u32(0, u64::from(lanes * SLOTS)).unwrap();
+                let words = case.output.read_u32(0, u64::from(lanes * OUTPUT)).unwrap();
                 assert_eq!(
                     words,
                     bytemuck::cast_slice::<u8, u32>(&buffers[1]),
@@ -277,7 +307,7 @@ fn a_thousand_random_programs_agree_with_the_reference_interpreter() {
         }
     }
     // The generator exercises both paths.
-    eprintln!("{ok} programs completed, {faulted} faulted, both sides agreeing");
+    eprintln!("{sublanes} VM lanes per invocation: {ok} programs completed, {faulted} faulted, both sides agreeing");
     assert!(ok > programs / 2 && faulted > 10, "{ok} completed, {faulted} faulted");
     rt.finish();
 }

@@ -31,7 +31,7 @@ fn run(rt: &TestRuntime, name: &str, buffers: &[&DeviceBuffer], grid: u32, args:
     let library = library_program(name).unwrap();
     let program = rt.load_program(library.load().unwrap()).unwrap();
     let table = rt.buffer_table(buffers).unwrap();
-    let fuel = library.fuel(grid, rt.info().lanes);
+    let fuel = library.fuel(grid, rt.info().vm_lanes);
     rt.submit(Job::program(&program, &table, grid, args, fuel).unwrap())
         .unwrap()
         .wait()
@@ -108,22 +108,15 @@ fn crc32_equals_zlib_on_a_real_file() {
     // The first bytes of a real file (this test's source), up to the size whose per-lane
     // work fits one lavapipe epoch.
     let file = std::fs::read(file!()).unwrap();
-    let (table, x2n) = megaring::vm::library::crc32_tables();
-    let tables = [
-        rt.alloc_u32(256, Placement::DeviceShared).unwrap(),
-        rt.alloc_u32(32, Placement::DeviceShared).unwrap(),
-    ];
-    tables[0].write_u32(0, &table).unwrap();
-    tables[1].write_u32(0, &x2n).unwrap();
+    let x2n = rt.alloc_u32(32, Placement::DeviceShared).unwrap();
+    x2n.write_u32(0, &megaring::vm::library::crc32_x2n()).unwrap();
     for len in [0usize, 1, 63, 600] {
         let data = &file[..len];
         let input = upload(&rt, data);
         let accumulator = rt.alloc_u32(1, Placement::DeviceShared).unwrap();
         let library = library_program("crc32").unwrap();
         let program = rt.load_program(library.load().unwrap()).unwrap();
-        let table = rt
-            .buffer_table(&[&input, &tables[0], &tables[1], &accumulator])
-            .unwrap();
+        let table = rt.buffer_table(&[&input, &x2n, &accumulator]).unwrap();
         let job = Job::program(&program, &table, len as u32, [0; 4], rt.max_fuel()).unwrap();
         let done = rt.submit(job).unwrap().wait().unwrap();
         assert_eq!(done.results[0], crc32fast::hash(data), "{len} bytes");
@@ -142,7 +135,7 @@ fn count_literal_equals_bytes_count_across_chunk_borders() {
         let literal = upload(&rt, needle);
         let scratch = rt
             .alloc_u32(
-                2 * u64::from(rt.info().lanes) * needle.len() as u64,
+                2 * u64::from(rt.info().vm_lanes) * needle.len() as u64,
                 Placement::DeviceShared,
             )
             .unwrap();
@@ -169,7 +162,7 @@ fn count_literal_equals_bytes_count_across_chunk_borders() {
 #[test]
 fn tiled_grids_larger_than_one_job_combine_to_the_cpu_answer() {
     let rt = TestRuntime::new(config());
-    let lanes = rt.info().lanes;
+    let lanes = rt.info().vm_lanes;
     // 60,000 elements: far more than one lavapipe job's fuel covers; 2,000 per tile.
     let (grid, tile) = (60_000u32, 2_000u32);
     let data = bytes(grid as usize * 4, 21);
@@ -210,7 +203,7 @@ fn tiled_grids_larger_than_one_job_combine_to_the_cpu_answer() {
 #[test]
 fn crc32_and_count_literal_tiles_combine_exactly_on_a_real_file() {
     let rt = TestRuntime::new(config());
-    let lanes = rt.info().lanes;
+    let lanes = rt.info().vm_lanes;
     // A real file, large enough for dozens of lavapipe-sized tiles.
     let file = std::fs::read(file!()).unwrap();
     let data = &file[..file.len().min(12_000)];
@@ -220,14 +213,10 @@ fn crc32_and_count_literal_tiles_combine_exactly_on_a_real_file() {
     let crc = library_program("crc32").unwrap();
     let tile = crc.max_tile(lanes, rt.max_fuel()).min(len / 8).max(1);
     let tiles = len.div_ceil(tile);
-    let (table, x2n) = megaring::vm::library::crc32_tables();
-    let (t, k) = (
-        upload(&rt, bytemuck::cast_slice(&table)),
-        upload(&rt, bytemuck::cast_slice(&x2n)),
-    );
+    let k = upload(&rt, bytemuck::cast_slice(&megaring::vm::library::crc32_x2n()));
     let acc = rt.alloc_u32(u64::from(tiles), Placement::DeviceShared).unwrap();
     let program = rt.load_program(crc.load().unwrap()).unwrap();
-    let buffers = rt.buffer_table(&[&input, &t, &k, &acc]).unwrap();
+    let buffers = rt.buffer_table(&[&input, &k, &acc]).unwrap();
     let handles = rt
         .submit_tiled(&program, &buffers, len, tile, [0, tile, 0, 0], crc.fuel(tile, lanes))
         .unwrap();

@@ -287,6 +287,10 @@ pub struct VmComparison {
     pub interpreted: Summary,
     /// `vkQueueSubmit` + fence of the native shader (`glsl/baselines/`).
     pub native: Summary,
+    /// VM lanes per workgroup on the interpreted side.
+    pub vm_lanes: u32,
+    /// What the driver reports about the compiled megakernel (registers, ...), if anything.
+    pub kernel_statistics: Vec<(String, String)>,
 }
 
 impl VmComparison {
@@ -363,7 +367,7 @@ impl NativeBaseline {
         )?;
         let x2n = Buffer::new(ctx, "baseline x2n", 128, Placement::DeviceShared)?;
         x.write_bytes(0, bytemuck::cast_slice(&vm_input(elements)));
-        x2n.write_bytes(0, bytemuck::cast_slice(&crate::vm::library::crc32_tables().1));
+        x2n.write_bytes(0, bytemuck::cast_slice(&crate::vm::library::crc32_x2n()));
         let mut push = [0u8; 32];
         push[..8].copy_from_slice(&x.address().to_le_bytes());
         push[8..16].copy_from_slice(&y.address().to_le_bytes());
@@ -450,25 +454,22 @@ impl InterpretedRun {
         // Tiles no larger than one job's fuel allows on this device (lavapipe's epochs are
         // short): the runtime's workgroups run them, so parallelism stays the native side's.
         let (grid, tile, _) = vm_grid(library.name, elements, tiles);
-        let max_tile = library.max_tile(runtime.info().lanes, runtime.max_fuel()) & !3;
+        let max_tile = library.max_tile(runtime.info().vm_lanes, runtime.max_fuel()) & !3;
         let tile = tile.min(max_tile.max(4));
         let tiles = grid.div_ceil(tile).max(1);
         let loaded = runtime.load_program(library.load()?)?;
         let x = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
         x.write_u32(0, &vm_input(elements))?;
         let (table, y) = if library.name == "crc32" {
-            let (bytes, x2n) = crate::vm::library::crc32_tables();
-            let t = runtime.alloc_u32(256, Placement::DeviceShared)?;
             let k = runtime.alloc_u32(32, Placement::DeviceShared)?;
-            t.write_u32(0, &bytes)?;
-            k.write_u32(0, &x2n)?;
+            k.write_u32(0, &crate::vm::library::crc32_x2n())?;
             let acc = runtime.alloc_u32(u64::from(tiles), Placement::DeviceShared)?;
-            (runtime.buffer_table(&[&x, &t, &k, &acc])?, acc)
+            (runtime.buffer_table(&[&x, &k, &acc])?, acc)
         } else {
             let y = runtime.alloc_u32(u64::from(elements.max(1)), Placement::DeviceShared)?;
             (runtime.buffer_table(&[&x, &y])?, y)
         };
-        let fuel = library.fuel(tile, runtime.info().lanes);
+        let fuel = library.fuel(tile, runtime.info().vm_lanes);
         Ok(InterpretedRun {
             program: loaded,
             table,
@@ -563,6 +564,8 @@ pub fn vm_vs_native(
             tiles: vm_grid(name, elements, tiles).2,
             interpreted: Summary::of(&mut times),
             native: Summary::of(&mut native_times),
+            vm_lanes: runtime.info().vm_lanes,
+            kernel_statistics: runtime.info().kernel_statistics.clone(),
         });
     }
     Ok(out)

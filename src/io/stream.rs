@@ -17,9 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::vm::library::{
-    crc32_tables, library_program, literal_chain, literal_fuel, literal_max_tile, LibraryProgram,
-};
+use crate::vm::library::{crc32_x2n, library_program, literal_chain, literal_fuel, literal_max_tile, LibraryProgram};
 use crate::vm::VerifiedProgram;
 use crate::{BufferTable, DeviceBuffer, DeviceProgram, Job, JobHandle, Placement, Runtime};
 
@@ -251,7 +249,7 @@ impl<'r> Scanner<'r> {
     /// Sets up the arena, the reader and the program's buffers on `runtime`.
     pub fn new(runtime: &'r Runtime, program: ScanProgram, options: &ScanOptions) -> Result<Self> {
         let lavapipe = runtime.context().caps().lavapipe;
-        let lanes = runtime.info().lanes;
+        let lanes = runtime.info().vm_lanes;
         let chunk_bytes = options
             .chunk_bytes
             .unwrap_or(if lavapipe { 64 << 10 } else { 4 << 20 })
@@ -317,12 +315,9 @@ impl<'r> Scanner<'r> {
         };
         let aux: Vec<DeviceBuffer> = match &program {
             ScanProgram::Crc32 => {
-                let (table, x2n) = crc32_tables();
-                let t = runtime.alloc_u32(256, Placement::DeviceShared)?;
                 let k = runtime.alloc_u32(32, Placement::DeviceShared)?;
-                t.write_u32(0, &table)?;
-                k.write_u32(0, &x2n)?;
-                vec![t, k]
+                k.write_u32(0, &crc32_x2n())?;
+                vec![k]
             }
             ScanProgram::CountLiteral(literal) => {
                 let mut words = vec![0u32; literal.len().div_ceil(4)];
@@ -350,13 +345,7 @@ impl<'r> Scanner<'r> {
             let chunk = (arena.buffer(), start..start + slot_bytes);
             let whole = |b: &DeviceBuffer| 0..b.len_u32() * 4;
             let table = match &program {
-                ScanProgram::Crc32 => runtime.buffer_table_views(&[
-                    chunk,
-                    (&aux[0], whole(&aux[0])),
-                    (&aux[1], whole(&aux[1])),
-                    (&out, whole(&out)),
-                ])?,
-                ScanProgram::CountLiteral(_) => {
+                ScanProgram::Crc32 | ScanProgram::CountLiteral(_) => {
                     runtime.buffer_table_views(&[chunk, (&aux[0], whole(&aux[0])), (&out, whole(&out))])?
                 }
                 ScanProgram::Lines | ScanProgram::CountByte(_) => runtime.buffer_table_views(&[chunk])?,
@@ -818,7 +807,7 @@ impl<'r> Scanner<'r> {
             }
             ScanProgram::CountLiteral(literal) => {
                 let m = literal.len() as u32;
-                let lanes = self.runtime.info().lanes;
+                let lanes = self.runtime.info().vm_lanes;
                 let words = out.read_u32(0, 2 * u64::from(lanes * m) * tiles.len() as u64)?;
                 ChunkValue::Literal(
                     (0..m)

@@ -72,6 +72,9 @@ pub struct Capabilities {
     pub timeline_semaphore: bool,
     /// `VK_EXT_external_memory_host`: the import alignment when present.
     pub external_memory_host: Option<u64>,
+    /// `VK_KHR_pipeline_executable_properties` with `pipelineExecutableInfo`: the driver
+    /// reports what a compiled pipeline uses (registers, code size; `megaring info`).
+    pub pipeline_statistics: bool,
     /// Queue family used for compute.
     pub compute_queue_family: Option<u32>,
     /// `maxComputeWorkGroupCount[0]`.
@@ -101,7 +104,11 @@ impl Capabilities {
         let props = props2.properties;
 
         let mut f12 = vk::PhysicalDeviceVulkan12Features::default();
+        let mut executable = vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default();
         let mut features2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut f12);
+        if has_ext(ash::khr::pipeline_executable_properties::NAME) {
+            features2 = features2.push_next(&mut executable);
+        }
         // SAFETY: `physical` comes from this instance's enumeration and the output structs outlive the call.
         unsafe { instance.get_physical_device_features2(physical, &mut features2) };
         let shader_int64 = features2.features.shader_int64 == vk::TRUE;
@@ -164,6 +171,7 @@ impl Capabilities {
             shader_buffer_int64_atomics: f12.shader_buffer_int64_atomics == vk::TRUE,
             timeline_semaphore: f12.timeline_semaphore == vk::TRUE,
             external_memory_host: external_memory_host.then_some(host_mem.min_imported_host_pointer_alignment),
+            pipeline_statistics: executable.pipeline_executable_info == vk::TRUE,
             compute_queue_family,
             max_workgroups: props.limits.max_compute_work_group_count[0],
             timestamp_period_ns: props.limits.timestamp_period,

@@ -59,6 +59,8 @@ fn probe_all(instance: &Instance) -> Result<Vec<Capabilities>> {
 pub struct Context {
     /// `VK_EXT_external_memory_host`'s functions, where the device has it.
     pub(crate) external_memory_host: Option<ash::ext::external_memory_host::Device>,
+    /// `VK_KHR_pipeline_executable_properties`' functions, where the device has them.
+    pub(crate) pipeline_executable: Option<ash::khr::pipeline_executable_properties::Device>,
     allocator: ManuallyDrop<Mutex<Allocator>>,
     pub(crate) device: ash::Device,
     queue: Mutex<vk::Queue>,
@@ -102,12 +104,20 @@ impl Context {
             .vulkan_memory_model_device_scope(caps.vulkan_memory_model)
             .shader_buffer_int64_atomics(caps.shader_buffer_int64_atomics)
             .timeline_semaphore(caps.timeline_semaphore);
+        let mut executable =
+            vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default().pipeline_executable_info(true);
+        if caps.pipeline_statistics {
+            extensions.push(ash::khr::pipeline_executable_properties::NAME.as_ptr());
+        }
         let features = vk::PhysicalDeviceFeatures::default().shader_int64(true);
-        let info = vk::DeviceCreateInfo::default()
+        let mut info = vk::DeviceCreateInfo::default()
             .queue_create_infos(&queues)
             .enabled_extension_names(&extensions)
             .enabled_features(&features)
             .push_next(&mut f12);
+        if caps.pipeline_statistics {
+            info = info.push_next(&mut executable);
+        }
         // SAFETY: `physical` belongs to this instance; every pointer in `info` outlives the call.
         let device =
             unsafe { instance.raw.create_device(physical, &info, None) }.map_err(Error::vk("vkCreateDevice"))?;
@@ -135,8 +145,12 @@ impl Context {
         let external_memory_host = caps
             .external_memory_host
             .map(|_| ash::ext::external_memory_host::Device::new(&instance.raw, &device));
+        let pipeline_executable = caps
+            .pipeline_statistics
+            .then(|| ash::khr::pipeline_executable_properties::Device::new(&instance.raw, &device));
         Ok(Context {
             external_memory_host,
+            pipeline_executable,
             allocator: ManuallyDrop::new(Mutex::new(allocator)),
             device,
             queue: Mutex::new(queue),

@@ -61,13 +61,53 @@ impl ComputePipeline {
             .module(this.module)
             .name(c"main")
             .specialization_info(&specialization);
+        let flags = if ctx.pipeline_executable.is_some() {
+            vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR
+        } else {
+            vk::PipelineCreateFlags::empty()
+        };
         let info = [vk::ComputePipelineCreateInfo::default()
+            .flags(flags)
             .stage(stage)
             .layout(this.layout)];
         // SAFETY: valid create info on a live device; the handle is stored in `this` at once, so Drop destroys what exists after an error.
         this.pipeline = unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &info, None) }
             .map_err(|(_, e)| Error::vk("vkCreateComputePipelines")(e))?[0];
         Ok(this)
+    }
+
+    /// What the driver reports about the compiled pipeline (`VK_KHR_pipeline_executable_properties`),
+    /// as (name, value) pairs, e.g. ("Register Count", "96"); empty where the device has no
+    /// such report.
+    pub fn statistics(&self) -> Vec<(String, String)> {
+        let Some(ext) = &self.ctx.pipeline_executable else {
+            return Vec::new();
+        };
+        let info = vk::PipelineExecutableInfoKHR::default()
+            .pipeline(self.pipeline)
+            .executable_index(0);
+        // SAFETY: the pipeline is live and was created with CAPTURE_STATISTICS_KHR.
+        let Ok(stats) = (unsafe { ext.get_pipeline_executable_statistics(&info) }) else {
+            return Vec::new();
+        };
+        stats
+            .iter()
+            .map(|s| {
+                let name = s
+                    .name_as_c_str()
+                    .map_or_else(|_| "?".into(), |n| n.to_string_lossy().into_owned());
+                // SAFETY: `format` says which member of the union the driver wrote.
+                let value = unsafe {
+                    match s.format {
+                        vk::PipelineExecutableStatisticFormatKHR::BOOL32 => (s.value.b32 == vk::TRUE).to_string(),
+                        vk::PipelineExecutableStatisticFormatKHR::INT64 => s.value.i64.to_string(),
+                        vk::PipelineExecutableStatisticFormatKHR::UINT64 => s.value.u64.to_string(),
+                        _ => s.value.f64.to_string(),
+                    }
+                };
+                (name, value)
+            })
+            .collect()
     }
 }
 

@@ -176,6 +176,49 @@ pub fn fmax(x: u32, y: u32) -> u32 {
     }
 }
 
+/// The byte-at-a-time table of the reflected CRC-32 polynomial `VM_CRC32_POLY`.
+const CRC32_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ p::VM_CRC32_POLY
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// `crc32.b`: the CRC `crc` advanced by the low byte of `byte` (no inversion).
+pub fn crc32_byte(crc: u32, byte: u32) -> u32 {
+    CRC32_TABLE[((crc ^ byte) & 0xff) as usize] ^ (crc >> 8)
+}
+
+/// `crc32.mul`: `a * b` modulo the CRC polynomial, both reflected (bit 31 is x^0), as
+/// zlib's `multmodp`.
+pub fn crc32_mul(a: u32, mut b: u32) -> u32 {
+    let mut product = 0;
+    for bit in (0..32).rev() {
+        if a & (1 << bit) != 0 {
+            product ^= b;
+        }
+        b = if b & 1 != 0 {
+            (b >> 1) ^ p::VM_CRC32_POLY
+        } else {
+            b >> 1
+        };
+    }
+    product
+}
+
 /// f32 to u32: truncating; NaN and negatives 0; too large u32::MAX.
 pub fn f2u(x: u32) -> u32 {
     let v = f(x);
@@ -296,6 +339,9 @@ fn step_until_sync(
             p::OP_I2F => set((a as i32 as f32).to_bits()),
             p::OP_F2U => set(f2u(a)),
             p::OP_F2I => set(f2i(a)),
+            p::OP_CRC32B => set(crc32_byte(a, b)),
+            p::OP_CRC32W => set((0..4).fold(a, |crc, k| crc32_byte(crc, b >> (8 * k)))),
+            p::OP_CRC32MUL => set(crc32_mul(a, b)),
             p::OP_LD32 | p::OP_LD8 | p::OP_ST32 | p::OP_ST8 | p::OP_ATOMIC_ADD..=p::OP_ATOMIC_CAS => {
                 let size = if matches!(i.op, p::OP_LD8 | p::OP_ST8) { 1 } else { 4 };
                 let at = match element(buffers, i.imm, a, size) {

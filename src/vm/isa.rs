@@ -77,7 +77,8 @@ ops! {
     OP_ATOMIC_CAS "atomic.cas" Atomic, OP_LANE "lane" D, OP_LANES "lanes" D, OP_GRID "grid" D,
     OP_ARG "arg" Arg, OP_BUFLEN "buflen" BufLen, OP_RED_ADD "red.add" DA, OP_RED_MIN "red.min" DA,
     OP_RED_MAX "red.max" DA, OP_RED_FMIN "red.fmin" DA, OP_RED_FMAX "red.fmax" DA, OP_RESULT "result" Result,
-    OP_TILE_BEGIN "tile.begin" D, OP_LOOP "loop" Loop,
+    OP_TILE_BEGIN "tile.begin" D, OP_LOOP "loop" Loop, OP_CRC32B "crc32.b" DAB, OP_CRC32W "crc32.w" DAB,
+    OP_CRC32MUL "crc32.mul" DAB,
 }
 
 const _: () = assert!(OPS.len() == p::OP_COUNT as usize, "every opcode has an entry");

@@ -174,8 +174,8 @@ impl LibraryProgram {
     pub fn fuel(&self, grid: u32, lanes: u32) -> u32 {
         let body = grid.div_ceil(lanes.max(1)).saturating_mul(self.per_element);
         let setup = match self.combine {
-            // Shifting a lane's CRC by x^(8n): up to one 32-step multiplication per bit of n.
-            Combine::Crc32 => 300 * (33 - grid.leading_zeros()),
+            // Shifting a lane's CRC by x^(8n): 10 instructions per bit of n; unaligned ends.
+            Combine::Crc32 => 10 * (33 - grid.leading_zeros()) + 160,
             // Set-up, unaligned head and tail bytes, the reduction.
             _ => 96,
         };
@@ -305,16 +305,17 @@ pub const LIBRARY: &[LibraryProgram] = &[
     LibraryProgram {
         name: "crc32",
         doc: "CRC-32 (IEEE, equal to zlib's crc32) of b0's bytes tile.begin .. grid -> result 0, and the byte \
-              count -> result 1. b1 = crc32_tables().0 (256 words), b2 = crc32_tables().1 (32 words), b3 = one \
+              count -> result 1. b1 = crc32_x2n() (32 words), b2 = one \
               zeroed u32 per tile (the XOR accumulators), arg 1 = bytes per tile (0 untiled).",
-        buffers: 4,
-        per_element: 12,
+        buffers: 3,
+        per_element: 1,
         combine: Combine::Crc32,
         source: "
-        ; crc32 of the job's bytes tile.begin .. grid: each lane takes a contiguous chunk,
-        ; computes its raw CRC (lane 0 starts from 0xFFFFFFFF, the others from 0),
+        ; crc32 of the job's bytes tile.begin .. grid: each lane takes a contiguous chunk (a
+        ; multiple of 4 bytes), computes its raw CRC (lane 0 starts from 0xFFFFFFFF, the
+        ; others from 0) with crc32.w over whole words and crc32.b over unaligned ends,
         ; multiplies it by x^(8n) mod P where n is the number of bytes after the chunk, and
-        ; the lanes XOR their results into the tile's word b3[tile.begin / arg 1]. CRC is
+        ; the lanes XOR their results into the tile's word b2[tile.begin / arg 1]. CRC is
         ; linear in GF(2), so the XOR of the shifted parts is the tile's whole CRC.
         lane r1
         lanes r2
@@ -324,11 +325,13 @@ pub const LIBRARY: &[LibraryProgram] = &[
         arg r28, 1
         maxu r28, r28, r23
         divu r29, r30, r28
-        movi r24, 0xEDB88320
         sub r4, r3, r30
         add r4, r4, r2
         addi r4, r4, -1
         divu r4, r4, r2
+        addi r4, r4, 3
+        movi r10, 0xFFFFFFFC
+        and r4, r4, r10
         mul r5, r1, r4
         add r5, r5, r30
         add r6, r5, r4
@@ -337,18 +340,32 @@ pub const LIBRARY: &[LibraryProgram] = &[
         movi r7, 0
         brnz r1, bytes
         movi r7, 0xFFFFFFFF
+        ; single bytes up to a word boundary
     bytes: ltu r8, r5, r6
         brz r8, shift
+        movi r10, 3
+        and r10, r5, r10
+        brz r10, words
         ld8 r9, b0[r5]
-        xor r9, r9, r7
-        movi r10, 255
-        and r9, r9, r10
-        ld32 r9, b1[r9]
-        movi r10, 8
-        shru r11, r7, r10
-        xor r7, r9, r11
+        crc32.b r7, r7, r9
         addi r5, r5, 1
         jmp bytes
+        ; whole words r11 .. r12, then the tail's bytes
+    words: movi r10, 2
+        shru r11, r5, r10
+        shru r12, r6, r10
+        ltu r8, r11, r12
+        brz r8, tail
+    word: ld32 r9, b0[r11]
+        crc32.w r7, r7, r9
+        loop r11, r23, r12, word
+        shl r5, r11, r10
+    tail: ltu r8, r5, r6
+        brz r8, shift
+        ld8 r9, b0[r5]
+        crc32.b r7, r7, r9
+        addi r5, r5, 1
+        jmp tail
     shift: sub r12, r3, r6
         movi r13, 0x80000000
         movi r14, 3
@@ -357,47 +374,16 @@ pub const LIBRARY: &[LibraryProgram] = &[
         brz r15, xn_next
         movi r16, 31
         and r16, r14, r16
-        ld32 r17, b2[r16]
-        ; r13 = multmodp(r17, r13): r17 times r13 modulo the CRC polynomial (zlib)
-        movi r20, 0x80000000
-        movi r21, 0
-    mx_top: and r22, r17, r20
-        brz r22, mx_shift
-        xor r21, r21, r13
-        addi r22, r20, -1
-        and r22, r17, r22
-        brz r22, mx_done
-    mx_shift: shru r20, r20, r23
-        and r22, r13, r23
-        shru r13, r13, r23
-        brz r22, mx_top
-        xor r13, r13, r24
-        jmp mx_top
-    mx_done: mov r13, r21
+        ld32 r17, b1[r16]
+        crc32.mul r13, r17, r13
     xn_next: shru r12, r12, r23
         addi r14, r14, 1
         jmp xn
-    apply: brz r7, merge
-        ; r7 = multmodp(r13, r7): r13 times r7 modulo the CRC polynomial (zlib)
-        movi r20, 0x80000000
-        movi r21, 0
-    ma_top: and r22, r13, r20
-        brz r22, ma_shift
-        xor r21, r21, r7
-        addi r22, r20, -1
-        and r22, r13, r22
-        brz r22, ma_done
-    ma_shift: shru r20, r20, r23
-        and r22, r7, r23
-        shru r7, r7, r23
-        brz r22, ma_top
-        xor r7, r7, r24
-        jmp ma_top
-    ma_done: mov r7, r21
-    merge: atomic.xor r31, b3[r29], r7
+    apply: crc32.mul r7, r13, r7
+    merge: atomic.xor r31, b2[r29], r7
         movi r25, 0
         red.add r26, r25
-        ld32 r27, b3[r29]
+        ld32 r27, b2[r29]
         not r27, r27
         result 0, r27
         sub r27, r3, r30
@@ -505,32 +491,15 @@ pub const LIBRARY: &[LibraryProgram] = &[
     },
 ];
 
-/// The host-side tables `crc32` needs: the byte table (256 words) and x^(2^k) mod P for
-/// k = 0..31 (zlib's `x2n_table`).
-pub fn crc32_tables() -> (Vec<u32>, Vec<u32>) {
-    const POLY: u32 = 0xEDB8_8320;
-    let table = (0..256u32)
-        .map(|n| (0..8).fold(n, |c, _| if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 }))
-        .collect();
-    let multmodp = |a: u32, mut b: u32| {
-        let (mut m, mut p) = (1u32 << 31, 0u32);
-        loop {
-            if a & m != 0 {
-                p ^= b;
-                if a & (m - 1) == 0 {
-                    return p;
-                }
-            }
-            m >>= 1;
-            b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
-        }
-    };
+/// The host-side table `crc32` needs (its b1): x^(2^k) mod P for k = 0..31 (zlib's
+/// `x2n_table`), P the reflected polynomial `VM_CRC32_POLY`.
+pub fn crc32_x2n() -> Vec<u32> {
     let mut x2n = vec![1u32 << 30]; // x^1
     for k in 1..32 {
         let prev = x2n[k - 1];
-        x2n.push(multmodp(prev, prev));
+        x2n.push(crate::vm::interp::crc32_mul(prev, prev));
     }
-    (table, x2n)
+    x2n
 }
 
 /// Fuel `count-literal` needs for `grid` bytes on `lanes` lanes with a literal of `m`
@@ -579,17 +548,12 @@ mod tests {
     fn crc32_on_the_reference_interpreter_equals_zlib() {
         use crate::vm::interp::{run, Launch};
         let program = library_program("crc32").unwrap().load().unwrap();
-        let (table, x2n) = crc32_tables();
+        let x2n = crc32_x2n();
         for (len, lanes) in [(0usize, 8u32), (1, 8), (7, 8), (300, 8), (1000, 64), (513, 1)] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
             let mut padded = data.clone();
             padded.resize(len.div_ceil(4) * 4 + 4, 0);
-            let mut buffers = vec![
-                padded,
-                bytemuck::cast_slice(&table).to_vec(),
-                bytemuck::cast_slice(&x2n).to_vec(),
-                vec![0u8; 4],
-            ];
+            let mut buffers = vec![padded, bytemuck::cast_slice(&x2n).to_vec(), vec![0u8; 4]];
             let launch = Launch {
                 lanes,
                 grid: len as u32,
@@ -693,14 +657,13 @@ mod tests {
 
     #[test]
     fn crc32_tiles_combine_to_zlib() {
-        let (table, x2n) = crc32_tables();
+        let x2n = crc32_x2n();
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 31 + i / 7) as u8).collect();
         for (len, tile, lanes) in [(5000u32, 1000u32, 8u32), (4999, 333, 64), (17, 4, 3), (1, 1, 1)] {
             let mut padded = data[..len as usize].to_vec();
             padded.resize(len as usize + 4, 0);
             let mut buffers = vec![
                 padded,
-                bytemuck::cast_slice(&table).to_vec(),
                 bytemuck::cast_slice(&x2n).to_vec(),
                 vec![0u8; 4 * len.div_ceil(tile) as usize],
             ];
@@ -764,18 +727,13 @@ mod tests {
     #[test]
     fn the_fuel_estimate_suffices_for_every_program() {
         use crate::vm::interp::{run, Launch};
-        let (table, x2n) = crc32_tables();
+        let x2n = crc32_x2n();
         for program in LIBRARY {
             for (grid, lanes) in [(100_003u32, 8u32), (4096, 64), (7, 3)] {
                 let elements = grid as usize + 8;
                 let literal = b"ab".to_vec();
                 let mut buffers = match program.name {
-                    "crc32" => vec![
-                        vec![0x5a; elements],
-                        bytemuck::cast_slice(&table).to_vec(),
-                        bytemuck::cast_slice(&x2n).to_vec(),
-                        vec![0; 4],
-                    ],
+                    "crc32" => vec![vec![0x5a; elements], bytemuck::cast_slice(&x2n).to_vec(), vec![0; 4]],
                     "count-literal" => vec![b"abab".repeat(elements / 4 + 1), literal, vec![0; 16 * lanes as usize]],
                     _ => vec![vec![0x5a; elements * 4], vec![0; (elements * 4).max(1024)]],
                 };

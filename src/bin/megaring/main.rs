@@ -23,6 +23,14 @@ struct Cli {
     /// Resident workgroups of the megakernel (default: 1 on lavapipe, 32 elsewhere).
     #[arg(long, global = true)]
     workgroups: Option<u32>,
+    /// VM lanes each invocation interprets in lock step, 4 or 8 (default: 4 on lavapipe,
+    /// 8 elsewhere).
+    #[arg(long, global = true)]
+    vm_sublanes: Option<u32>,
+    /// Lanes (invocations) per workgroup, a power of two up to 64 (default: 8 on lavapipe,
+    /// 64 elsewhere).
+    #[arg(long, global = true)]
+    lanes: Option<u32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,6 +198,8 @@ fn main() -> ExitCode {
     let config = RuntimeConfig {
         validation: cli.validation || RuntimeConfig::default().validation,
         workgroups: cli.workgroups,
+        vm_sublanes: cli.vm_sublanes,
+        lanes: cli.lanes,
         ..RuntimeConfig::default()
     };
     let outcome: Result<(), Box<dyn std::error::Error>> = match cli.command {
@@ -261,6 +271,9 @@ fn info(config: RuntimeConfig, json: bool) -> megaring::Result<()> {
             "mode": format!("{:?}", i.mode),
             "self_test": self_test,
             "workgroups": i.workgroups,
+            "lanes": i.lanes,
+            "vm_lanes": i.vm_lanes,
+            "kernel_statistics": i.kernel_statistics.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "epoch_budget": i.epoch_budget,
             "idle_polls": i.idle_polls,
             "validation": i.validation,
@@ -320,7 +333,14 @@ fn info(config: RuntimeConfig, json: bool) -> megaring::Result<()> {
                 " (one resident kernel per epoch)"
             }
         );
-        println!("Resident workgroups: {} x {} lanes", i.workgroups, i.lanes);
+        println!(
+            "Resident workgroups: {} x {} lanes ({} VM lanes)",
+            i.workgroups, i.lanes, i.vm_lanes
+        );
+        if !i.kernel_statistics.is_empty() {
+            let stats: Vec<String> = i.kernel_statistics.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("Megakernel, as the driver compiled it: {}", stats.join(", "));
+        }
         println!(
             "Epoch budget: {} loop iterations per invocation; park after {} empty polls",
             i.epoch_budget, i.idle_polls
@@ -385,7 +405,7 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
     // Tileable library programs split grids too large for one job, in the largest tiles a
     // job can take on this device.
     let tileable = library.filter(|l| l.buffers <= 2 && l.combines_results());
-    let max_tile = tileable.map(|l| l.max_tile(runtime.info().lanes, runtime.max_fuel()));
+    let max_tile = tileable.map(|l| l.max_tile(runtime.info().vm_lanes, runtime.max_fuel()));
     let tile = match (args.tile, max_tile) {
         (Some(tile), Some(max)) if tile > max => {
             return Err(
@@ -398,7 +418,7 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
     };
     let outcome = match (tile, library) {
         (Some(tile), Some(library)) => {
-            let fuel = args.fuel.unwrap_or(library.fuel(tile, runtime.info().lanes));
+            let fuel = args.fuel.unwrap_or(library.fuel(tile, runtime.info().vm_lanes));
             let handles = runtime.submit_tiled(&loaded, &table, grid, tile, job_args, fuel)?;
             let tiles: Vec<[u32; 4]> = handles
                 .into_iter()
@@ -484,6 +504,19 @@ fn bench_vm(config: RuntimeConfig, args: VmArgs) -> Result<(), Box<dyn std::erro
         let value = serde_json::json!(results.iter().map(|r| r.to_json()).collect::<Vec<_>>());
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
+    }
+    if let Some(first) = results.first() {
+        let stats: Vec<String> = first
+            .kernel_statistics
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!(
+            "megakernel: {} VM lanes per workgroup{}{}",
+            first.vm_lanes,
+            if stats.is_empty() { "" } else { "; driver: " },
+            stats.join(", ")
+        );
     }
     for r in &results {
         println!(
