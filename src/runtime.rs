@@ -51,7 +51,8 @@ pub struct RuntimeConfig {
     pub lanes: Option<u32>,
     /// VM lanes each invocation interprets in lock step, 4 or 8 (docs/bytecode.md,
     /// "Lanes"): a bytecode job sees `lanes * vm_sublanes` lanes per workgroup. `None`
-    /// picks 4 on lavapipe, 8 elsewhere.
+    /// picks 4 (on the H100, 8 took 128 registers per invocation instead of 93, and
+    /// `sum-u32` and `crc32` ran slower; docs/benchmarks.md).
     pub vm_sublanes: Option<u32>,
     /// Loop iterations one invocation may run per epoch; `None` picks per device
     /// (60,000 on lavapipe, which cuts loops at 65,535; 2^24 elsewhere).
@@ -259,7 +260,7 @@ impl Runtime {
                 layout::MAX_LANES
             )));
         }
-        let sublanes = config.vm_sublanes.unwrap_or(if caps.lavapipe { 4 } else { 8 });
+        let sublanes = config.vm_sublanes.unwrap_or(4);
         if sublanes != 4 && sublanes != 8 {
             return Err(Error::InvalidConfig(format!("vm_sublanes = {sublanes}; use 4 or 8")));
         }

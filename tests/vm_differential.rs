@@ -199,7 +199,7 @@ fn random_program(rng: &mut Rng) -> Program {
 
 #[test]
 fn a_thousand_random_programs_agree_with_the_reference_interpreter() {
-    // Four VM lanes per invocation (lavapipe's default) and eight (GPUs' default).
+    // Four VM lanes per invocation (the default) and eight.
     for sublanes in [4, 8] {
         differential(sublanes);
     }

@@ -23,8 +23,7 @@ struct Cli {
     /// Resident workgroups of the megakernel (default: 1 on lavapipe, 32 elsewhere).
     #[arg(long, global = true)]
     workgroups: Option<u32>,
-    /// VM lanes each invocation interprets in lock step, 4 or 8 (default: 4 on lavapipe,
-    /// 8 elsewhere).
+    /// VM lanes each invocation interprets in lock step, 4 or 8 (default: 4).
     #[arg(long, global = true)]
     vm_sublanes: Option<u32>,
     /// Lanes (invocations) per workgroup, a power of two up to 64 (default: 8 on lavapipe,
