@@ -72,6 +72,13 @@ fn hundred_thousand_jobs_from_four_threads_survive_tiny_epochs() {
     all.dedup();
     assert_eq!(all.len() as u64, threads * per_thread, "two jobs shared a ring index");
     assert_eq!(rt.info().mode, Mode::Persistent, "self-test: {:?}", rt.info().self_test);
+    // A launch adds its counts to the control block when it exits: read them once the
+    // kernel has parked (within its 100 idle polls).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rt.kernel_running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(!rt.kernel_running(), "the kernel did not park");
     let stats = rt.stats();
     assert_eq!(
         u64::from(stats.jobs_done),
