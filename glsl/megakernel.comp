@@ -14,16 +14,20 @@ const uint ACT_IDLE = 0u;
 const uint ACT_RUN = 1u;
 // ACT_RUN for the last job of a claim: its completion publishes the whole claim.
 const uint ACT_RUN_LAST = 2u;
+// Run tile s_tile of the spread job s_job (ring index s_index), then record it on the board.
+const uint ACT_TILE = 3u;
 const uint EXIT_ACTION = 0x100u;
 
 shared uint s_action;
 shared uint s_index;
+shared uint s_tile;
 shared SqEntry s_job;
 
 void main() {
     ControlRef ctl = ControlRef(launch.p.control);
     SqRef sq = SqRef(launch.p.sq);
     CqRef cq = CqRef(launch.p.cq);
+    BoardRef board = BoardRef(launch.p.board);
     bool leader = gl_LocalInvocationID.x == 0u;
     bool first_group = gl_WorkGroupID.x == 0u;
 
@@ -40,6 +44,9 @@ void main() {
     uint claimed = 0u;
     uint next = 0u;
     uint first = 0u;
+    // Leader only: ring index + 1 of the spread job this workgroup set up while it still
+    // may have tiles to hand out (0: none).
+    uint own = 0u;
     if (leader) {
         atomicAdd(ctl.c.resident, 1u);
     }
@@ -51,9 +58,16 @@ void main() {
             if (first_group && (used & 1023u) < ITERATIONS_PER_PASS) {
                 atomicAdd(ctl.c.heartbeat, 1u);
             }
+            uint tile_index = 0u;
+            uint tile = 0u;
             if (next == claimed) {
-                // Nothing left of the last claim: leave, or claim more.
-                if (LOAD_RELAXED(ctl.c.shutdown) != 0u) {
+                // Nothing left of the last claim: take a tile of a spread job (claimed work,
+                // so before shutdown or yield), leave, or claim more.
+                bool tile_no_budget = false;
+                if (board_take(board, used, own, tile_index, tile, tile_no_budget)) {
+                    action = ACT_TILE;
+                    idle = 0u;
+                } else if (LOAD_RELAXED(ctl.c.shutdown) != 0u) {
                     exit_reason = EXIT_SHUTDOWN;
                 } else if (LOAD_RELAXED(ctl.c.yield_request) != 0u) {
                     exit_reason = EXIT_YIELD;
@@ -63,10 +77,21 @@ void main() {
                     bool no_budget;
                     uint count = ring_claim(ctl, sq, used, first, no_budget);
                     if (count > 0u) {
-                        claimed = count;
-                        next = 0u;
+                        SqEntry head_job = sq.e[first & launch.p.ring_mask];
+                        if (head_job.tiles > 1u) {
+                            // A spread job (claimed alone): list it, run its tile 0 now.
+                            atomicAdd(ctl.c.spread_open, 1u);
+                            board_setup(board, first, head_job);
+                            own = first + 1u;
+                            action = ACT_TILE;
+                            tile_index = first;
+                            tile = 0u;
+                        } else {
+                            claimed = count;
+                            next = 0u;
+                        }
                         idle = 0u;
-                    } else if (no_budget) {
+                    } else if (no_budget || tile_no_budget) {
                         exit_reason = EXIT_BUDGET;
                     } else {
                         idle += 1u;
@@ -76,7 +101,15 @@ void main() {
                     }
                 }
             }
-            if (next < claimed) {
+            if (action == ACT_TILE) {
+                // The entry stays intact until the job's last tile posts its completion.
+                SqEntry job = sq.e[tile_index & launch.p.ring_mask];
+                job.tile_begin += tile * job.tile;
+                job.len = job.tile_begin + min(job.tile, job.len - min(job.tile_begin, job.len));
+                s_index = tile_index;
+                s_tile = tile;
+                s_job = job;
+            } else if (next < claimed) {
                 // A claimed entry stays intact until its completion frees the slot.
                 action = next + 1u == claimed ? ACT_RUN_LAST : ACT_RUN;
                 s_index = first + next;
@@ -99,11 +132,19 @@ void main() {
             // The completions of a claim are published together, after its last job: one
             // buffer barrier per lane per claim, not per job (each barrier waits for the
             // lane's outstanding writes, which to host memory cross PCIe).
-            if (action == ACT_RUN_LAST) {
+            if (action == ACT_RUN_LAST || action == ACT_TILE) {
                 memoryBarrierBuffer();
             }
             barrier();
-            if (leader) {
+            if (leader && action == ACT_TILE) {
+                // The tile's record; the last tile's finisher posts the job's completion.
+                if (board_finish(board, job, index, s_tile, status, results)) {
+                    ring_write_completion(cq, index, job.tag, status, results);
+                    ring_publish_completions(cq, index, 1u);
+                    atomicAdd(ctl.c.spread_open, 0xFFFFFFFFu);
+                    jobs_done += 1u;
+                }
+            } else if (leader) {
                 ring_write_completion(cq, index, job.tag, status, results);
                 jobs_done += 1u;
                 next += 1u;

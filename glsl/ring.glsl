@@ -15,6 +15,7 @@
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_EXT_shader_atomic_int64 : require
 
 #include "protocol.glsl"
 
@@ -29,11 +30,21 @@ layout(constant_id = 1) const uint LANES = 64u;
 layout(buffer_reference, std430, buffer_reference_align = 16) coherent buffer ControlRef {
     ControlBlock c;
 };
-layout(buffer_reference, std430, buffer_reference_align = 64) coherent buffer SqRef {
+layout(buffer_reference, std430, buffer_reference_align = 16) coherent buffer SqRef {
     SqEntry e[];
 };
 layout(buffer_reference, std430, buffer_reference_align = 32) coherent buffer CqRef {
     CqEntry e[];
+};
+
+// The board (docs/protocol.md, "Spread jobs"): the open list, then one tile counter per
+// ring slot. In device memory; only the kernel writes it while a launch runs.
+layout(buffer_reference, std430, buffer_reference_align = 16) coherent buffer BoardRef {
+    uint open[BOARD_OPEN];
+    TileCounter t[];
+};
+layout(buffer_reference, std430, buffer_reference_align = 16) coherent buffer TileOutRef {
+    TileResult r[];
 };
 
 layout(push_constant) uniform Launch {
@@ -68,16 +79,18 @@ uint ring_claim(ControlRef ctl_ref, SqRef sq, uint used, out uint first, out boo
             }
             memoryBarrierBuffer(); // payloads are read after their seq words
             uint costs[CLAIM_BATCH];
+            bool spread[CLAIM_BATCH];
             [[unroll]] for (uint k = 0u; k < CLAIM_BATCH; k++) {
                 costs[k] = published[k] ? sq.e[(head + k) & launch.p.ring_mask].cost : 0u;
+                spread[k] = published[k] && sq.e[(head + k) & launch.p.ring_mask].tiles > 1u;
             }
             uint64_t total = uint64_t(used) + uint64_t(EPOCH_RESERVE);
             uint64_t claimed_cost = 0ul;
             bool open = true;
             count = 0u;
             [[unroll]] for (uint k = 0u; k < CLAIM_BATCH; k++) {
-                if (open && !published[k]) {
-                    open = false;
+                if (open && (!published[k] || (k > 0u && (spread[k] || spread[0])))) {
+                    open = false; // a spread job is claimed alone (its tiles are shared)
                 }
                 if (open) {
                     // Costs are host-computed and bounded at submit; the check keeps the
@@ -110,6 +123,115 @@ uint ring_claim(ControlRef ctl_ref, SqRef sq, uint used, out uint first, out boo
         }
     }
     return count;
+}
+
+// Spread jobs (docs/protocol.md, "Spread jobs"): a job of `tiles` > 1 is claimed from the
+// ring once; its claimer sets up the tile counter of its ring slot and lists it on the
+// board's open list, and every idle workgroup takes tiles from it with one atomic add
+// (no CAS race: every add gets a tile or learns that none is left). The workgroup that
+// finishes the last tile posts the completion.
+
+// Sets up spread job `index` (just claimed; `job` is its entry) and takes its tile 0.
+// Returns whether it made the open list (if not, only the claimer takes its tiles).
+bool board_setup(BoardRef board, uint index, SqEntry job) {
+    uint slot = index & launch.p.ring_mask;
+    board.t[slot].owner = index + 1u;
+    board.t[slot].done = 0u;
+    board.t[slot].fault = 0xFFFFFFFFu;
+    board.t[slot].cost = job.cost;
+    memoryBarrierBuffer(); // the words above before the counter that hands out tiles
+    atomicExchange(board.t[slot].work, (uint64_t(job.tiles) << 32) | 1ul);
+    memoryBarrierBuffer();
+    uint open[BOARD_OPEN];
+    [[unroll]] for (uint k = 0u; k < BOARD_OPEN; k++) {
+        open[k] = LOAD_RELAXED(board.open[k]);
+    }
+    bool listed = false;
+    [[unroll]] for (uint k = 0u; k < BOARD_OPEN; k++) {
+        if (!listed && open[k] == 0u) {
+            listed = atomicCompSwap(board.open[k], 0u, index + 1u) == 0u;
+        }
+    }
+    return listed;
+}
+
+// Takes one tile of a spread job whose tile fits this epoch: first of `own` (ring index +
+// 1 of the job this workgroup set up, 0 for none; cleared once it has no tiles left),
+// then of the open list. Returns whether it took one (its job's ring index and tile);
+// `no_budget` tells that a tile was left that did not fit. Unrolled (see ring_claim).
+bool board_take(BoardRef board, uint used, inout uint own, out uint index, out uint tile, out bool no_budget) {
+    uint candidates[BOARD_OPEN + 1u];
+    candidates[0] = own;
+    [[unroll]] for (uint k = 0u; k < BOARD_OPEN; k++) {
+        candidates[k + 1u] = LOAD_RELAXED(board.open[k]);
+    }
+    bool got = false;
+    no_budget = false;
+    index = 0u;
+    tile = 0u;
+    [[unroll]] for (uint k = 0u; k < BOARD_OPEN + 1u; k++) {
+        uint c = candidates[k];
+        if (!got && c != 0u) {
+            uint slot = (c - 1u) & launch.p.ring_mask;
+            uint64_t w = atomicLoad(board.t[slot].work, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+            memoryBarrierBuffer(); // the counter's words after the counter
+            bool live = uint(w) < uint(w >> 32) && LOAD_RELAXED(board.t[slot].owner) == c;
+            uint cost = board.t[slot].cost;
+            bool fits = uint64_t(used) + uint64_t(cost) + uint64_t(ITERATIONS_PER_PASS + ITERATIONS_PER_JOB + EPOCH_RESERVE)
+                        <= uint64_t(launch.p.budget);
+            bool close = !live;
+            if (live && !fits) {
+                no_budget = true;
+            } else if (live) {
+                // Whatever the add returns below the tile count is a tile of the job whose
+                // set-up wrote the counter last, and that job cannot finish before this
+                // tile does: its words (owner) and its SQ entry stay put until then.
+                uint64_t before = atomicAdd(board.t[slot].work, 1ul);
+                uint next = uint(before);
+                uint tiles = uint(before >> 32);
+                if (next < tiles) {
+                    memoryBarrierBuffer();
+                    got = true;
+                    index = LOAD_RELAXED(board.t[slot].owner) - 1u;
+                    tile = next;
+                }
+                close = next + 1u >= tiles;
+            }
+            if (close) {
+                if (k == 0u) {
+                    own = 0u;
+                } else {
+                    atomicCompSwap(board.open[k - 1u], c, 0u);
+                }
+            }
+        }
+    }
+    return got;
+}
+
+// Records tile `tile` of spread job `index` (`job`: its SQ entry): its TileResult, then
+// the count of finished tiles. Returns whether it was the last, whose finisher posts the
+// completion (`status`, `results`: OK, or STATUS_TILE_FAULT and the lowest faulted tile).
+bool board_finish(BoardRef board, SqEntry job, uint index, uint tile, inout uint status, inout uvec4 results) {
+    uint slot = index & launch.p.ring_mask;
+    TileOutRef out_ref = TileOutRef(job.tile_out);
+    out_ref.r[tile].status = status;
+    out_ref.r[tile].result0 = results.x;
+    out_ref.r[tile].result1 = results.y;
+    out_ref.r[tile].result2 = results.z;
+    out_ref.r[tile].result3 = results.w;
+    if (status != STATUS_OK) {
+        atomicMin(board.t[slot].fault, tile);
+    }
+    memoryBarrierBuffer(); // the record (and the fault) before the count
+    bool last = atomicAdd(board.t[slot].done, 1u) + 1u == job.tiles;
+    if (last) {
+        memoryBarrierBuffer();
+        uint fault = atomicOr(board.t[slot].fault, 0u);
+        status = fault == 0xFFFFFFFFu ? STATUS_OK : STATUS_TILE_FAULT;
+        results = uvec4(fault == 0xFFFFFFFFu ? 0u : fault, 0u, 0u, 0u);
+    }
+    return last;
 }
 
 // Writes the payload of job `index`'s completion; `ring_publish_completions` makes it

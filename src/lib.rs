@@ -32,5 +32,5 @@ pub mod shaders {
 
 pub use error::{Error, Result};
 pub use job::{BufferTable, Completion, DeviceBuffer, DeviceProgram, Job};
-pub use runtime::{JobHandle, Mode, ModeRequest, Runtime, RuntimeConfig, RuntimeInfo, Stats};
+pub use runtime::{JobHandle, Mode, ModeRequest, Runtime, RuntimeConfig, RuntimeInfo, Stats, TiledHandle};
 pub use vk::{DeviceSelector, Placement};

@@ -12,7 +12,7 @@ shared_constants! {
     /// Control-block magic ("MGRG").
     MAGIC = 0x4D47_5247;
     /// Protocol version; bump on any layout or semantic change.
-    PROTOCOL_VERSION = 1;
+    PROTOCOL_VERSION = 2;
     /// Most lanes per workgroup of the megakernel (its shared arrays are this long). The
     /// lanes a runtime uses (a power of two up to this) are a specialization constant:
     /// 64 on GPUs, 8 on lavapipe, where one 8-lane SIMD chunk needs no coroutine switch
@@ -33,6 +33,10 @@ shared_constants! {
     /// iterations) stays within this: heavy jobs (tiles of a large grid) are claimed one
     /// at a time, so idle workgroups take the next ones in parallel.
     CLAIM_BATCH_COST = 4096;
+    /// Slots of the board's open list: ring indices (+ 1) of spread jobs that still have
+    /// tiles to hand out, where idle workgroups look for work before claiming from the
+    /// ring. A spread job that finds the list full is run by its claimer alone.
+    BOARD_OPEN = 16;
     /// Claims a workgroup tries per pass: a claim that loses the race for the ring's head
     /// retries at once from the head its CAS saw (glsl/ring.glsl, `ring_claim`).
     CLAIM_ATTEMPTS = 3;
@@ -84,6 +88,10 @@ shared_constants! {
     /// VM fault: lanes that had not halted reached different reductions (or one lane a
     /// reduction while another halted is fine; different reductions are not).
     STATUS_FAULT_DIVERGED = 20;
+    /// Completion status of a spread job (`SqEntry::tiles` > 1) one of whose tiles faulted:
+    /// result0 = the lowest faulted tile. Each tile's own status and results are in its
+    /// `TileResult`.
+    STATUS_TILE_FAULT = 21;
 
     /// Bytecode magic ("MRVM").
     VM_MAGIC = 0x4D56_524D;
@@ -332,9 +340,12 @@ shared_structs! {
         yield_request: u32,
         /// GPU -> host: workgroup exits because of a yield request.
         yield_exits: u32,
+        /// GPU -> host: spread jobs claimed whose completion is not posted yet (their tiles
+        /// may outlive an epoch). Reset by the host, while no kernel runs, after a loss.
+        spread_open: u32,
     }
 
-    /// Submission-queue entry (64 bytes). The host writes every other word first and
+    /// Submission-queue entry (80 bytes). The host writes every other word first and
     /// `seq = index + 1` last; a workgroup claims entry `index` only after seeing that.
     struct SqEntry {
         /// Device address of buffer 0 (source), or 0.
@@ -343,6 +354,8 @@ shared_structs! {
         buf1: u64,
         /// Caller's tag, echoed in the completion.
         tag: u64,
+        /// Spread jobs: device address of `tiles` TileResult records, one per tile. Zero otherwise.
+        tile_out: u64,
         /// Job kind (JOB_*).
         kind: u32,
         /// Element count the job walks.
@@ -359,8 +372,15 @@ shared_structs! {
         cost: u32,
         /// VM jobs: instructions each lane may execute (fuel). Zero otherwise.
         fuel: u32,
-        /// VM jobs: the first element of the job's tile (`tile.begin`). Zero otherwise.
+        /// VM jobs: the first element of the job's tile (`tile.begin`); of its first tile
+        /// for a spread job. Zero otherwise.
         tile_begin: u32,
+        /// Spread jobs: elements per tile; tile t covers `tile_begin + t * tile` up to
+        /// `tile` elements further, and no further than `len`. Zero otherwise.
+        tile: u32,
+        /// Tiles of a spread job: more than one makes it spread (workgroups share its
+        /// tiles through the board); 0 or 1: an ordinary job.
+        tiles: u32,
         /// Publication word: `index + 1` once the entry is complete. Written last.
         seq: u32,
     }
@@ -384,6 +404,46 @@ shared_structs! {
         seq: u32,
     }
 
+    /// The board's tile counter of one ring slot (32 bytes), for the spread job in that
+    /// slot. Lives in the board buffer after the open list (BOARD_OPEN words).
+    struct TileCounter {
+        /// tiles << 32 | next tile to hand out; taken with one atomic add. Set by the
+        /// claimer (tile 0 its own) after the words below.
+        work: u64,
+        /// The job's ring index + 1.
+        owner: u32,
+        /// Tiles finished; the workgroup that finishes the last posts the completion.
+        done: u32,
+        /// The lowest faulted tile (atomic min), 0xFFFFFFFF for none.
+        fault: u32,
+        /// The job's cost (loop iterations per tile, `SqEntry::cost`).
+        cost: u32,
+        /// Reserved, zero.
+        reserved0: u32,
+        /// Reserved, zero.
+        reserved1: u32,
+    }
+
+    /// What one tile of a spread job produced (32 bytes), at `SqEntry::tile_out`.
+    struct TileResult {
+        /// STATUS_* code of the tile.
+        status: u32,
+        /// Result word 0 (for a fault: the faulting instruction).
+        result0: u32,
+        /// Result word 1 (for a fault: the lane).
+        result1: u32,
+        /// Result word 2 (for a fault: its detail).
+        result2: u32,
+        /// Result word 3.
+        result3: u32,
+        /// Reserved.
+        reserved0: u32,
+        /// Reserved.
+        reserved1: u32,
+        /// Reserved.
+        reserved2: u32,
+    }
+
     /// One entry of a VM job's buffer table (16 bytes): where a buffer is and how long.
     struct VmBuffer {
         /// Device address.
@@ -400,6 +460,9 @@ shared_structs! {
         sq: u64,
         /// Device address of the completion queue.
         cq: u64,
+        /// Device address of the board: BOARD_OPEN open-list words, then a TileCounter per
+        /// ring slot.
+        board: u64,
         /// Ring entries minus one (entries is a power of two).
         ring_mask: u32,
         /// Loop iterations one invocation may run in this epoch.

@@ -326,6 +326,7 @@ impl Runtime {
             control: shared.rings.control_buffer().address(),
             sq: shared.rings.sq_buffer().address(),
             cq: shared.rings.cq_buffer().address(),
+            board: shared.rings.board_buffer().address(),
             ring_mask: config.ring_entries - 1,
             budget: epoch_budget,
             idle_limit: idle_polls,
@@ -441,10 +442,12 @@ impl Runtime {
         BufferTable::with_views(&self.shared.ctx, views)
     }
 
-    /// Splits a grid of `grid` elements into tiles of `tile` elements and publishes one job
-    /// per tile ([`Job::program_tile`]); idle workgroups claim them in parallel. Each tile's
-    /// completion carries that tile's results (the caller combines them, e.g.
-    /// `LibraryProgram::combine`). `fuel` is per lane per tile.
+    /// Runs `program` over a grid of `grid` elements split into tiles of `tile` elements,
+    /// as one spread job: a single ring entry whose tiles the kernel's workgroups share
+    /// (docs/protocol.md, "Spread jobs"). Tile t sees `tile.begin` = t * tile and `grid` =
+    /// the end of its tile. Each tile's results come back on their own (the caller combines
+    /// them, e.g. `LibraryProgram::combine`); `fuel` is per lane per tile. A grid of one
+    /// tile is an ordinary job.
     pub fn submit_tiled(
         &self,
         program: &DeviceProgram,
@@ -453,20 +456,35 @@ impl Runtime {
         tile: u32,
         args: [u32; 4],
         fuel: u32,
-    ) -> Result<Vec<JobHandle>> {
+    ) -> Result<TiledHandle> {
         if tile == 0 {
             return Err(Error::InvalidConfig(
                 "tile = 0; give the elements per tile (at least 1)".into(),
             ));
         }
-        let jobs = (0..grid.div_ceil(tile))
-            .map(|t| {
-                let start = t * tile;
-                Job::program_tile(program, table, start..start.saturating_add(tile).min(grid), args, fuel)
-                    .map(|job| job.with_tag(u64::from(t)))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.submit_batch(jobs)
+        let tiles = grid.div_ceil(tile).max(1);
+        let mut job = Job::program(program, table, grid, args, fuel)?;
+        let records = if tiles > 1 {
+            let bytes = u64::from(tiles) * std::mem::size_of::<layout::TileResult>() as u64;
+            let records = Arc::new(Buffer::new(
+                &self.shared.ctx,
+                "megaring tile results",
+                bytes,
+                Placement::HostCached,
+            )?);
+            job.entry.tile = tile;
+            job.entry.tiles = tiles;
+            job.entry.tile_out = records.address();
+            job.keep.push(records.clone());
+            Some(records)
+        } else {
+            None
+        };
+        Ok(TiledHandle {
+            handle: self.submit(job)?,
+            records,
+            tiles,
+        })
     }
 
     /// Publishes `job`, waiting while the ring is full (up to `RuntimeConfig::submit_timeout`).
@@ -704,30 +722,24 @@ impl JobHandle {
 
     /// The outcome if the job has finished, without blocking.
     pub fn poll(&mut self) -> Option<Result<Completion>> {
+        self.poll_entry()
+            .map(|entry| entry.and_then(|c| outcome(self.tag, c.status, c.results)))
+    }
+
+    /// The completion, whatever its status, if the job has finished; errors only for
+    /// what the kernel did not report (consumed, runtime failed, cancelled by the sweep).
+    fn poll_entry(&mut self) -> Option<Result<Completion>> {
         if self.consumed {
             return Some(Err(Error::InvalidConfig("completion already consumed".into())));
         }
         match self.shared.rings.take(self.index) {
             Some(entry) => {
                 self.consumed = true;
-                let completion = Completion {
+                Some(Ok(Completion {
                     tag: entry.tag,
                     status: entry.status,
                     results: [entry.result0, entry.result1, entry.result2, entry.result3],
-                };
-                Some(match entry.status {
-                    layout::STATUS_OK => Ok(completion),
-                    layout::STATUS_CANCELLED => Err(Error::Cancelled { tag: self.tag }),
-                    layout::STATUS_LOST => Err(Error::JobLost { tag: self.tag }),
-                    status if status >= layout::STATUS_FAULT_FUEL => Err(Error::Fault(crate::vm::Fault {
-                        tag: self.tag,
-                        status,
-                        instruction: entry.result0,
-                        lane: entry.result1,
-                        detail: entry.result2,
-                    })),
-                    status => Err(Error::JobFailed { tag: entry.tag, status }),
-                })
+                }))
             }
             None => {
                 if let Some(failure) = self.shared.failure() {
@@ -758,6 +770,77 @@ impl JobHandle {
 
     /// Waits until the job finishes, is cancelled, or the runtime fails.
     pub fn wait(mut self) -> Result<Completion> {
+        self.wait_timeout(Duration::MAX)
+    }
+}
+
+/// What a completion with `status` and `results` of the job tagged `tag` means.
+fn outcome(tag: u64, status: u32, results: [u32; 4]) -> Result<Completion> {
+    match status {
+        layout::STATUS_OK => Ok(Completion { tag, status, results }),
+        layout::STATUS_CANCELLED => Err(Error::Cancelled { tag }),
+        layout::STATUS_LOST => Err(Error::JobLost { tag }),
+        status if status >= layout::STATUS_FAULT_FUEL => Err(Error::Fault(crate::vm::Fault {
+            tag,
+            status,
+            instruction: results[0],
+            lane: results[1],
+            detail: results[2],
+        })),
+        status => Err(Error::JobFailed { tag, status }),
+    }
+}
+
+/// A tiled grid's job ([`Runtime::submit_tiled`]): wait for it to get every tile's
+/// results. Dropping it detaches the job; it still runs.
+pub struct TiledHandle {
+    handle: JobHandle,
+    /// The tiles' `TileResult` records (a spread job), or none for a single tile.
+    records: Option<Arc<Buffer>>,
+    tiles: u32,
+}
+
+impl TiledHandle {
+    /// Tiles of the grid.
+    pub fn tiles(&self) -> u32 {
+        self.tiles
+    }
+
+    /// Waits up to `timeout` for every tile; [`Error::Timeout`] leaves the handle usable.
+    /// Returns the tiles' completions in order, tagged with their tile number, or the
+    /// error of the lowest tile that failed ([`Error::Fault`] tagged with its tile).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Vec<Completion>> {
+        let mut backoff = Backoff::new(timeout);
+        let job = loop {
+            if let Some(entry) = self.handle.poll_entry() {
+                break entry?;
+            }
+            if !backoff.snooze() {
+                return Err(Error::Timeout(timeout));
+            }
+        };
+        let Some(records) = &self.records else {
+            return outcome(0, job.status, job.results).map(|c| vec![c]);
+        };
+        if job.status != layout::STATUS_OK && job.status != layout::STATUS_TILE_FAULT {
+            let (tag, status) = (job.tag, job.status);
+            return outcome(tag, status, job.results).and(Err(Error::JobFailed { tag, status }));
+        }
+        let size = std::mem::size_of::<layout::TileResult>();
+        let mut bytes = vec![0u8; self.tiles as usize * size];
+        records.read_bytes(0, &mut bytes);
+        bytes
+            .chunks_exact(size)
+            .enumerate()
+            .map(|(t, record)| {
+                let r: layout::TileResult = bytemuck::pod_read_unaligned(record);
+                outcome(t as u64, r.status, [r.result0, r.result1, r.result2, r.result3])
+            })
+            .collect()
+    }
+
+    /// Waits until every tile has finished, the job is cancelled, or the runtime fails.
+    pub fn wait(mut self) -> Result<Vec<Completion>> {
         self.wait_timeout(Duration::MAX)
     }
 }
@@ -848,12 +931,17 @@ impl Supervisor {
                         .0;
                 }
             }
-            if shared.lifecycle.load(Ordering::SeqCst) != OPEN {
+            // Shutting down: claimed spread jobs still finish (a launch with the shutdown flag
+            // up runs their tiles, then exits).
+            if shared.lifecycle.load(Ordering::SeqCst) != OPEN && !shared.rings.spread_open() {
                 return;
             }
             shared.kernel_running.store(true, Ordering::SeqCst);
             let head_before = shared.rings.load(ControlWord::SQ_HEAD);
             let done_before = shared.rings.load(ControlWord::JOBS_DONE);
+            let open_before = shared.rings.load(ControlWord::SPREAD_OPEN);
+            let draining = shared.lifecycle.load(Ordering::SeqCst) != OPEN;
+            let tiles_before = draining.then(|| shared.rings.board_tiles_done());
             shared.rings.store(ControlWord::YIELD, 0);
             let epoch = shared.launches.fetch_add(1, Ordering::SeqCst) + 1;
             shared.rings.store(ControlWord::EPOCH, epoch as u32);
@@ -870,19 +958,29 @@ impl Supervisor {
                 return;
             }
             // Every job claimed in an epoch completes before the epoch ends, unless a
-            // driver cut the kernel's loop. Then the kernel's own bookkeeping may be cut
-            // short too, so compare claims with completions as well as its exit report.
+            // driver cut the kernel's loop, or it is a spread job whose tiles go on in the
+            // next launch (counted open). Then the kernel's own bookkeeping may be cut short
+            // too, so compare claims with completions and open spread jobs as well as its
+            // exit report.
             let head_after = shared.rings.load(ControlWord::SQ_HEAD);
             let claimed = head_after.wrapping_sub(head_before);
             let done = shared.rings.load(ControlWord::JOBS_DONE).wrapping_sub(done_before);
+            let opened = shared.rings.load(ControlWord::SPREAD_OPEN).wrapping_sub(open_before);
+            // While shutting down, a launch only drains spread jobs; one that finished no
+            // tile would repeat forever, so its jobs are failed instead.
+            let stalled = tiles_before.is_some_and(|before| done == 0 && shared.rings.board_tiles_done() == before);
             let unplanned = shared.rings.load(ControlWord::UNPLANNED_EXITS);
             if std::env::var_os("MEGARING_TRACE").is_some() {
                 let c = shared.rings.control_snapshot();
                 eprintln!("epoch {epoch}: head {head_before}->{head_after} claimed {claimed} done {done} exit {} budget {} idle {} max_it {}", c.exit_reason, c.budget_exits, c.idle_exits, c.max_iterations);
             }
-            if unplanned != self.unplanned_seen || claimed != done {
+            if unplanned != self.unplanned_seen || claimed.wrapping_sub(done) != opened || stalled {
                 self.unplanned_seen = unplanned;
-                let lost = shared.rings.fail_unfinished(head_before, head_after);
+                // Spread jobs of earlier epochs may be among the casualties: fail every
+                // claimed job without a completion, and forget the board's.
+                let window = head_after.wrapping_sub(shared.rings.entries());
+                let lost = shared.rings.fail_unfinished(window, head_after);
+                shared.rings.reset_board();
                 shared.lost.fetch_add(lost, Ordering::SeqCst);
             }
         }

@@ -172,11 +172,12 @@ fn tiled_grids_larger_than_one_job_combine_to_the_cpu_answer() {
         let library = library_program(name).unwrap();
         let program = rt.load_program(library.load().unwrap()).unwrap();
         let table = rt.buffer_table(buffers).unwrap();
-        let handles = rt
+        let handle = rt
             .submit_tiled(&program, &table, grid, tile, args, library.fuel(tile, lanes))
             .unwrap();
-        assert_eq!(handles.len(), grid.div_ceil(tile) as usize);
-        let results: Vec<[u32; 4]> = handles.into_iter().map(|h| h.wait().unwrap().results).collect();
+        assert_eq!(handle.tiles(), grid.div_ceil(tile));
+        let results: Vec<[u32; 4]> = handle.wait().unwrap().iter().map(|c| c.results).collect();
+        assert_eq!(results.len(), grid.div_ceil(tile) as usize);
         library.combine(&results).unwrap()
     };
 
@@ -217,11 +218,11 @@ fn crc32_and_count_literal_tiles_combine_exactly_on_a_real_file() {
     let acc = rt.alloc_u32(u64::from(tiles), Placement::DeviceShared).unwrap();
     let program = rt.load_program(crc.load().unwrap()).unwrap();
     let buffers = rt.buffer_table(&[&input, &k, &acc]).unwrap();
-    let handles = rt
+    let handle = rt
         .submit_tiled(&program, &buffers, len, tile, [0, tile, 0, 0], crc.fuel(tile, lanes))
         .unwrap();
-    assert!(handles.len() >= 8, "{} tiles", handles.len());
-    let results: Vec<[u32; 4]> = handles.into_iter().map(|h| h.wait().unwrap().results).collect();
+    assert!(handle.tiles() >= 8, "{} tiles", handle.tiles());
+    let results: Vec<[u32; 4]> = handle.wait().unwrap().iter().map(|c| c.results).collect();
     assert_eq!(
         crc.combine(&results).unwrap()[0],
         crc32fast::hash(data),
@@ -240,12 +241,10 @@ fn crc32_and_count_literal_tiles_combine_exactly_on_a_real_file() {
         let lit = upload(&rt, needle);
         let buffers = rt.buffer_table(&[&input, &lit, &scratch]).unwrap();
         let fuel = megaring::vm::library::literal_fuel(tile, lanes, m);
-        let handles = rt
-            .submit_tiled(&program, &buffers, len, tile, [m, tile, len, 0], fuel)
+        rt.submit_tiled(&program, &buffers, len, tile, [m, tile, len, 0], fuel)
+            .unwrap()
+            .wait()
             .unwrap();
-        for h in handles {
-            h.wait().unwrap();
-        }
         let words = scratch.read_u32(0, scratch.len_u32()).unwrap();
         let (count, _) = megaring::vm::library::literal_chain(&words, lanes, m, tiles as usize, 0);
         let shown = String::from_utf8_lossy(needle);

@@ -489,11 +489,12 @@ impl InterpretedRun {
         self.y.write_u32(0, &vec![0u32; words as usize])?;
         let args = [SAXPY_A.to_bits(), self.tile, 0, 0];
         let start = Instant::now();
-        let handles = runtime.submit_tiled(&self.program, &self.table, self.grid, self.tile, args, self.fuel)?;
-        let tiles = handles
-            .into_iter()
-            .map(|h| h.wait().map(|c| c.results))
-            .collect::<Result<Vec<_>>>()?;
+        let tiles: Vec<[u32; 4]> = runtime
+            .submit_tiled(&self.program, &self.table, self.grid, self.tile, args, self.fuel)?
+            .wait()?
+            .iter()
+            .map(|c| c.results)
+            .collect();
         let time = start.elapsed();
         Ok((time, combine(self.name, &tiles)))
     }

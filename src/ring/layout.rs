@@ -36,18 +36,27 @@ mod tests {
 
     #[test]
     fn entries_have_the_sizes_the_protocol_documents() {
-        assert_eq!(size_of::<SqEntry>(), 64);
+        assert_eq!(size_of::<SqEntry>(), 80);
         assert_eq!(size_of::<CqEntry>(), 32);
-        assert_eq!(size_of::<ControlBlock>(), 64);
-        assert_eq!(size_of::<LaunchParams>(), 40);
-        assert_eq!(SQ_SEQ_OFFSET, 60, "seq must be the last word of an SQ entry");
+        assert_eq!(size_of::<ControlBlock>(), 68);
+        assert_eq!(size_of::<LaunchParams>(), 48);
+        assert_eq!(size_of::<TileCounter>(), 32);
+        assert_eq!(size_of::<TileResult>(), 32);
+        assert_eq!(SQ_SEQ_OFFSET, 76, "seq must be the last word of an SQ entry");
         assert_eq!(CQ_SEQ_OFFSET, 28, "seq must be the last word of a CQ entry");
     }
 
     #[test]
     fn generated_glsl_header_declares_every_struct_and_constant() {
         let header = include_str!(concat!(env!("OUT_DIR"), "/protocol.glsl"));
-        for name in ["ControlBlock", "SqEntry", "CqEntry", "LaunchParams"] {
+        for name in [
+            "ControlBlock",
+            "SqEntry",
+            "CqEntry",
+            "LaunchParams",
+            "TileCounter",
+            "TileResult",
+        ] {
             assert!(header.contains(&format!("struct {name} {{")), "{name} missing");
         }
         assert!(header.contains(&format!("const uint MAGIC = {MAGIC}u;")));

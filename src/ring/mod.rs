@@ -35,6 +35,7 @@ impl ControlWord {
     pub(crate) const RESIDENT: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, resident));
     pub(crate) const JOBS_DONE: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, jobs_done));
     pub(crate) const UNPLANNED_EXITS: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, unplanned_exits));
+    pub(crate) const SPREAD_OPEN: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, spread_open));
 }
 
 /// Host-side bookkeeping for one ring slot.
@@ -56,11 +57,14 @@ struct SlotState {
 #[repr(align(64))]
 struct CachePadded<T>(T);
 
-/// The three shared buffers and the host's view of them.
+/// The shared buffers (control block, rings, board) and the host's view of them.
 pub(crate) struct Rings {
     control: Buffer,
     sq: Buffer,
     cq: Buffer,
+    /// The board of spread jobs (docs/protocol.md, "Spread jobs"): written by the kernel,
+    /// by the host only to reset it while no kernel runs.
+    board: Buffer,
     entries: u32,
     /// Next index a producer will reserve (host only, never reset).
     tail: CachePadded<AtomicU32>,
@@ -92,6 +96,13 @@ impl Rings {
             u64::from(entries) * std::mem::size_of::<CqEntry>() as u64,
             cq_placement,
         )?;
+        let board = Buffer::new(
+            ctx,
+            "megaring board",
+            Self::board_bytes(entries),
+            Placement::DeviceShared,
+        )?;
+        board.write_bytes(0, &vec![0u8; Self::board_bytes(entries) as usize]);
         let block = ControlBlock {
             magic: layout::MAGIC,
             version: layout::PROTOCOL_VERSION,
@@ -109,6 +120,7 @@ impl Rings {
             control,
             sq,
             cq,
+            board,
             entries,
             tail: CachePadded(AtomicU32::new(0)),
             slots,
@@ -130,6 +142,35 @@ impl Rings {
 
     pub(crate) fn cq_buffer(&self) -> &Buffer {
         &self.cq
+    }
+
+    pub(crate) fn board_buffer(&self) -> &Buffer {
+        &self.board
+    }
+
+    /// Bytes of the board of a ring of `entries` slots: the open list, then a tile
+    /// counter per slot.
+    fn board_bytes(entries: u32) -> u64 {
+        u64::from(layout::BOARD_OPEN) * 4 + u64::from(entries) * std::mem::size_of::<layout::TileCounter>() as u64
+    }
+
+    /// Tiles finished over every slot's tile counter (wrapping): moves whenever a launch
+    /// finishes a tile of a spread job. Reads the whole board.
+    pub(crate) fn board_tiles_done(&self) -> u32 {
+        let counters = u64::from(self.entries) * std::mem::size_of::<layout::TileCounter>() as u64;
+        let mut bytes = vec![0u8; counters as usize];
+        self.board.read_bytes(u64::from(layout::BOARD_OPEN) * 4, &mut bytes);
+        bytes
+            .chunks_exact(std::mem::size_of::<layout::TileCounter>())
+            .map(|c| bytemuck::pod_read_unaligned::<layout::TileCounter>(c).done)
+            .fold(0u32, u32::wrapping_add)
+    }
+
+    /// Empties the board's open list and zeroes the count of open spread jobs, after their
+    /// jobs were failed. Only while no kernel runs.
+    pub(crate) fn reset_board(&self) {
+        self.board.write_bytes(0, &[0u8; layout::BOARD_OPEN as usize * 4]);
+        self.store(ControlWord::SPREAD_OPEN, 0);
     }
 
     fn word(buffer: &Buffer, offset: usize) -> &AtomicU32 {
@@ -165,9 +206,15 @@ impl Rings {
         self.tail.0.load(Ordering::SeqCst)
     }
 
-    /// Whether some reserved entry has not been claimed by the kernel (or cancelled).
+    /// Whether some reserved entry has not been claimed by the kernel (or cancelled), or a
+    /// claimed spread job has tiles left for a later launch.
     pub(crate) fn has_pending(&self) -> bool {
-        self.reserved() != self.load(ControlWord::SQ_HEAD)
+        self.reserved() != self.load(ControlWord::SQ_HEAD) || self.spread_open()
+    }
+
+    /// Whether a claimed spread job has not completed yet.
+    pub(crate) fn spread_open(&self) -> bool {
+        self.load(ControlWord::SPREAD_OPEN) != 0
     }
 
     /// Reserves up to `want` consecutive indices whose slots are free; `None` when the

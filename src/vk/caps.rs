@@ -191,6 +191,9 @@ impl Capabilities {
         if !self.shader_int64 {
             missing.push("shaderInt64");
         }
+        if !self.shader_buffer_int64_atomics {
+            missing.push("shaderBufferInt64Atomics (spread jobs' tile counters)");
+        }
         if self.compute_queue_family.is_none() {
             missing.push("a compute queue");
         }

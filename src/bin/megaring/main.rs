@@ -418,11 +418,12 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
     let outcome = match (tile, library) {
         (Some(tile), Some(library)) => {
             let fuel = args.fuel.unwrap_or(library.fuel(tile, runtime.info().vm_lanes));
-            let handles = runtime.submit_tiled(&loaded, &table, grid, tile, job_args, fuel)?;
-            let tiles: Vec<[u32; 4]> = handles
-                .into_iter()
-                .map(|h| h.wait().map(|c| c.results))
-                .collect::<Result<_, _>>()?;
+            let tiles: Vec<[u32; 4]> = runtime
+                .submit_tiled(&loaded, &table, grid, tile, job_args, fuel)?
+                .wait()?
+                .iter()
+                .map(|c| c.results)
+                .collect();
             let results = library.combine(&tiles).expect("checked combinable");
             Ok(megaring::Completion {
                 tag: 0,
