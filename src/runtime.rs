@@ -314,12 +314,14 @@ impl Runtime {
             lost: AtomicU32::new(0),
             lanes,
             sublanes,
+            // What a claim on a fresh launch's first pass can still fit (ring_claim's test:
+            // the launch's cost and that pass are spent, the claim's own pass, the job's
+            // step and the exit reserve are kept).
             max_cost: epoch_budget
                 - crate::Job::launch_cost(lanes)
                 - layout::EPOCH_RESERVE
-                - layout::ITERATIONS_PER_PASS
-                - layout::ITERATIONS_PER_JOB
-                - 1,
+                - 2 * layout::ITERATIONS_PER_PASS
+                - layout::ITERATIONS_PER_JOB,
         });
 
         let mut params = LaunchParams {

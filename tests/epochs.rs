@@ -413,3 +413,37 @@ fn invalid_configuration_is_rejected_with_the_allowed_range() {
         }
     }
 }
+
+#[test]
+fn a_job_with_the_most_fuel_fits_every_epoch_budget() {
+    // A job with `max_fuel` must be claimable by a fresh launch, whatever the budget's
+    // remainder against the cost per instruction (24 loop iterations with 4 VM lanes per
+    // invocation); one more instruction of fuel must be refused at submit. Before the
+    // fix, some budgets made such a job never fit, and the kernel relaunched forever.
+    let program = megaring::vm::verify(&megaring::vm::ProgramBuilder::new().halt().build().unwrap(), 0).unwrap();
+    let _lock = common::device_lock();
+    for budget in 30_000..30_024 {
+        let rt = Runtime::new(RuntimeConfig {
+            epoch_budget: Some(budget),
+            ..config()
+        })
+        .unwrap();
+        let loaded = rt.load_program(program.clone()).unwrap();
+        let table = rt.buffer_table(&[]).unwrap();
+        let fuel = rt.max_fuel();
+        let mut handle = rt.submit(Job::program(&loaded, &table, 1, [0; 4], fuel).unwrap()).unwrap();
+        handle
+            .wait_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("budget {budget}, fuel {fuel}: {e}"));
+        assert!(
+            matches!(
+                rt.submit(Job::program(&loaded, &table, 1, [0; 4], fuel + 1).unwrap()),
+                Err(Error::JobTooLarge { .. })
+            ),
+            "budget {budget}: fuel {} accepted",
+            fuel + 1
+        );
+        rt.shutdown().unwrap();
+        common::assert_validation_clean(&rt);
+    }
+}
