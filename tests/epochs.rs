@@ -422,7 +422,11 @@ fn a_job_with_the_most_fuel_fits_every_epoch_budget() {
     // fix, some budgets made such a job never fit, and the kernel relaunched forever.
     let program = megaring::vm::verify(&megaring::vm::ProgramBuilder::new().halt().build().unwrap(), 0).unwrap();
     let _lock = common::device_lock();
-    for budget in 30_000..30_024 {
+    // Every remainder on lavapipe (CI). Elsewhere a few: the NVIDIA driver we measured on
+    // refuses a process's 31st VkInstance (ERROR_INCOMPATIBLE_DRIVER, nothing leaked),
+    // and this binary's other tests need theirs.
+    let lavapipe = Runtime::new(config()).unwrap().info().caps.lavapipe;
+    for budget in 30_000..if lavapipe { 30_024 } else { 30_004 } {
         let rt = Runtime::new(RuntimeConfig {
             epoch_budget: Some(budget),
             ..config()
