@@ -417,6 +417,61 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 )
                 break;
             }
+            case OP_LD32X4:
+            case OP_ST32X4: {
+                // Four consecutive elements per VM lane: one 16-byte access where aligned.
+                // The register group is clamped to r28..r31 (the verifier already did).
+                VmBuffer desc = s_vm_table[imm & 7u];
+                VmWords words = VmWords(desc.address);
+                bool quads = (desc.address & 15ul) == 0ul;
+                uint base = min(op == OP_LD32X4 ? d : ib, 28u);
+                VM_EACH(
+                    uvec4 index = VM_R(ia, g);
+                    bvec4 inside = vm_and(lessThanEqual(index, uvec4(0xFFFFFFFCu)), vm_in_range(desc, index + 3u, 2u));
+                    bvec4 outside = vm_and(m[g], not(inside));
+                    if (any(outside)) {
+                        VM_FAULT(g, outside, STATUS_FAULT_OUT_OF_RANGE, index);
+                    }
+                    bvec4 go = vm_and(m[g], inside);
+                    if (op == OP_LD32X4) {
+                        // got[c]: the four elements of sub-lane c; register base + k of the
+                        // group takes element k of each.
+                        uvec4 got[4];
+                        [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                            got[c] = uvec4(0u);
+                            if (go[c]) {
+                                if (quads && (index[c] & 3u) == 0u) {
+                                    got[c] = VmQuads(desc.address).v[index[c] >> 2];
+                                } else {
+                                    got[c] = uvec4(words.v[index[c]], words.v[index[c] + 1u], words.v[index[c] + 2u],
+                                                   words.v[index[c] + 3u]);
+                                }
+                            }
+                        }
+                        [[unroll]] for (uint k = 0u; k < 4u; k++) {
+                            VM_SET_MASKED(base + k, g, uvec4(got[0][k], got[1][k], got[2][k], got[3][k]), go);
+                        }
+                    } else {
+                        uvec4 value[4];
+                        [[unroll]] for (uint k = 0u; k < 4u; k++) {
+                            value[k] = VM_R(base + k, g);
+                        }
+                        [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                            if (go[c]) {
+                                uvec4 quad = uvec4(value[0][c], value[1][c], value[2][c], value[3][c]);
+                                if (quads && (index[c] & 3u) == 0u) {
+                                    VmQuads(desc.address).v[index[c] >> 2] = quad;
+                                } else {
+                                    [[unroll]] for (uint k = 0u; k < 4u; k++) {
+                                        words.v[index[c] + k] = quad[k];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                )
+                break;
+            }
             case OP_LANE:
                 VM_EACH(VM_SET(g, uvec4(first_lane + 4u * g) + uvec4(0u, 1u, 2u, 3u));)
                 break;

@@ -288,8 +288,14 @@ shared_constants! {
     /// r[d] = r[a] * r[b] modulo VM_CRC32_POLY, both reflected (bit 31 is x^0): zlib's
     /// `multmodp`, which shifts a CRC past bytes that follow it (`crc32_combine`).
     OP_CRC32MUL = 74;
+    /// r[d + k] = buffer imm, u32 element r[a] + k, for k = 0..3 (d <= 28): four consecutive
+    /// elements with one instruction. Faults unless all four lie inside the buffer.
+    OP_LD32X4 = 75;
+    /// buffer imm, u32 element r[a] + k = r[b + k], for k = 0..3 (b <= 28). Faults, storing
+    /// nothing, unless all four lie inside the buffer.
+    OP_ST32X4 = 76;
     /// Number of opcodes.
-    OP_COUNT = 75;
+    OP_COUNT = 77;
 
     /// Kernel exit reason: no work for `idle_limit` consecutive polls (parked).
     EXIT_IDLE = 1;

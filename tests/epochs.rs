@@ -435,7 +435,9 @@ fn a_job_with_the_most_fuel_fits_every_epoch_budget() {
         let loaded = rt.load_program(program.clone()).unwrap();
         let table = rt.buffer_table(&[]).unwrap();
         let fuel = rt.max_fuel();
-        let mut handle = rt.submit(Job::program(&loaded, &table, 1, [0; 4], fuel).unwrap()).unwrap();
+        let mut handle = rt
+            .submit(Job::program(&loaded, &table, 1, [0; 4], fuel).unwrap())
+            .unwrap();
         handle
             .wait_timeout(Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("budget {budget}, fuel {fuel}: {e}"));

@@ -45,8 +45,8 @@ fn clear_unused(i: &mut Instr, form: Form) {
         Form::DAB => (true, true, true, false),
         Form::DAImm => (true, true, false, true),
         Form::Select | Form::Atomic => (true, true, true, true),
-        Form::Load => (true, true, false, true),
-        Form::Store => (false, true, true, true),
+        Form::Load | Form::Load4 => (true, true, false, true),
+        Form::Store | Form::Store4 => (false, true, true, true),
         Form::D => (true, false, false, false),
         Form::Arg | Form::BufLen => (true, false, false, true),
         Form::Result => (false, true, false, true),
@@ -109,7 +109,9 @@ fn valid_program() -> impl Strategy<Value = Program> {
                 let imm = match info.form {
                     Form::Target | Form::CondTarget | Form::Loop => imm % n,
                     Form::Select => imm % p::VM_REGISTERS,
-                    Form::Load | Form::Store | Form::Atomic | Form::BufLen => imm % p::VM_MAX_BUFFERS,
+                    Form::Load | Form::Store | Form::Load4 | Form::Store4 | Form::Atomic | Form::BufLen => {
+                        imm % p::VM_MAX_BUFFERS
+                    }
                     Form::Arg => imm % p::VM_MAX_ARGS,
                     Form::Result => imm % p::VM_MAX_RESULTS,
                     _ => imm,
@@ -122,6 +124,12 @@ fn valid_program() -> impl Strategy<Value = Program> {
                     imm,
                 };
                 clear_unused(&mut i, info.form);
+                // Four-register groups must end by r31.
+                match info.form {
+                    Form::Load4 => i.d %= 29,
+                    Form::Store4 => i.b %= 29,
+                    _ => {}
+                }
                 i
             })
             .collect();

@@ -36,10 +36,11 @@ impl Rng {
 
 const INPUT_WORDS: u32 = 40;
 /// Output slots per lane: r3..r15 and f20..f27, then one more region of one word per
-/// lane (`b1[lanes * SLOTS + lane]`) for stores of consecutive words by consecutive lanes.
+/// lane (`b1[lanes * SLOTS + lane]`) for stores of consecutive words by consecutive lanes,
+/// then one of four words per lane (`b1[lanes * (SLOTS + 1) + 4 * lane ..]`) for `st32x4`.
 const SLOTS: u32 = 21;
 /// Words of b1 per lane.
-const OUTPUT: u32 = SLOTS + 1;
+const OUTPUT: u32 = SLOTS + 5;
 const INT_OPS: &[u32] = &[
     p::OP_ADD,
     p::OP_SUB,
@@ -156,20 +157,44 @@ fn random_program(rng: &mut Rng) -> Program {
                 // A load, usually in range (index below 48 words of a 40-word buffer).
                 let (d, a) = (int_reg(rng), int_reg(rng));
                 b.movi(30, 48).op3(p::OP_REMU, 30, a, 30);
-                b.emit(rng.pick(&[p::OP_LD32, p::OP_LD32, p::OP_LD8]), d, 30, 0, 0);
+                if rng.below(3) == 0 {
+                    // Four elements into r(d)..r(d+3), all within r3..r15.
+                    b.emit(p::OP_LD32X4, 3 + rng.below(10) as u8, 30, 0, 0);
+                } else {
+                    b.emit(rng.pick(&[p::OP_LD32, p::OP_LD32, p::OP_LD8]), d, 30, 0, 0);
+                }
             }
             4 => {
                 // Consecutive lanes at consecutive elements (the interpreter's 16-byte
                 // path): a load at (lane & 31) + 4k, or a store to this lane's word of b1's
                 // last region.
                 let d = int_reg(rng);
-                if rng.below(2) == 0 {
-                    b.movi(30, 31).op3(p::OP_AND, 30, 0, 30);
-                    b.emit(p::OP_ADDI, 30, 30, 0, 4 * rng.below(3));
-                    b.emit(rng.pick(&[p::OP_LD32, p::OP_LD8]), d, 30, 0, 0);
-                } else {
-                    b.movi(30, SLOTS).op3(p::OP_MUL, 30, 2, 30).op3(p::OP_ADD, 30, 30, 0);
-                    b.emit(p::OP_ST32, 0, 30, d, 1);
+                match rng.below(4) {
+                    0 => {
+                        b.movi(30, 31).op3(p::OP_AND, 30, 0, 30);
+                        b.emit(p::OP_ADDI, 30, 30, 0, 4 * rng.below(3));
+                        b.emit(rng.pick(&[p::OP_LD32, p::OP_LD8]), d, 30, 0, 0);
+                    }
+                    1 => {
+                        b.movi(30, SLOTS).op3(p::OP_MUL, 30, 2, 30).op3(p::OP_ADD, 30, 30, 0);
+                        b.emit(p::OP_ST32, 0, 30, d, 1);
+                    }
+                    2 => {
+                        // Four elements per lane, consecutive lanes at consecutive quads
+                        // (the 16-byte path), or one element off (unaligned).
+                        b.movi(30, 7)
+                            .op3(p::OP_AND, 30, 0, 30)
+                            .movi(29, 4)
+                            .op3(p::OP_MUL, 30, 30, 29);
+                        b.emit(p::OP_ADDI, 30, 30, 0, rng.below(2) + 4 * rng.below(2));
+                        b.emit(p::OP_LD32X4, 3 + rng.below(10) as u8, 30, 0, 0);
+                    }
+                    _ => {
+                        // This lane's four words of b1's last region.
+                        b.movi(30, SLOTS + 1).op3(p::OP_MUL, 30, 2, 30);
+                        b.movi(29, 4).op3(p::OP_MUL, 29, 0, 29).op3(p::OP_ADD, 30, 30, 29);
+                        b.emit(p::OP_ST32X4, 0, 30, 3 + rng.below(10) as u8, 1);
+                    }
                 }
             }
             5 => {

@@ -195,12 +195,12 @@ impl<'a> Assembler<'a> {
                 line.comma()?;
                 i.imm = u32::from(line.register()?);
             }
-            Form::Load => {
+            Form::Load | Form::Load4 => {
                 i.d = line.register()?;
                 line.comma()?;
                 (i.imm, i.a) = line.memory()?;
             }
-            Form::Store => {
+            Form::Store | Form::Store4 => {
                 (i.imm, i.a) = line.memory()?;
                 line.comma()?;
                 i.b = line.register()?;

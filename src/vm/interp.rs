@@ -379,6 +379,22 @@ fn step_until_sync(
                     r[i.d as usize] = old;
                 }
             }
+            p::OP_LD32X4 | p::OP_ST32X4 => {
+                let len = buffers.get(i.imm as usize).map_or(0, |b| b.len() as u64);
+                if u64::from(a) * 4 + 16 > len {
+                    lane.state = LaneState::Halted;
+                    return Err(fault(p::STATUS_FAULT_OUT_OF_RANGE, a));
+                }
+                let buf = &mut buffers[i.imm as usize];
+                for k in 0..4 {
+                    let at = a as usize * 4 + 4 * k;
+                    if i.op == p::OP_LD32X4 {
+                        r[i.d as usize + k] = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+                    } else {
+                        buf[at..at + 4].copy_from_slice(&r[i.b as usize + k].to_le_bytes());
+                    }
+                }
+            }
             p::OP_LANE => set(lane_no),
             p::OP_LANES => set(launch.lanes),
             p::OP_GRID => set(launch.grid),

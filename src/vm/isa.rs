@@ -28,6 +28,10 @@ pub enum Form {
     Load,
     /// `a` = index, `b` = value, `imm` = buffer.
     Store,
+    /// `d` = the first of four registers (d <= 28), `a` = index, `imm` = buffer.
+    Load4,
+    /// `a` = index, `b` = the first of four registers (b <= 28), `imm` = buffer.
+    Store4,
     /// `d`, `a` = index, `b` = value, `imm` = buffer.
     Atomic,
     /// `d`.
@@ -78,7 +82,7 @@ ops! {
     OP_ARG "arg" Arg, OP_BUFLEN "buflen" BufLen, OP_RED_ADD "red.add" DA, OP_RED_MIN "red.min" DA,
     OP_RED_MAX "red.max" DA, OP_RED_FMIN "red.fmin" DA, OP_RED_FMAX "red.fmax" DA, OP_RESULT "result" Result,
     OP_TILE_BEGIN "tile.begin" D, OP_LOOP "loop" Loop, OP_CRC32B "crc32.b" DAB, OP_CRC32W "crc32.w" DAB,
-    OP_CRC32MUL "crc32.mul" DAB,
+    OP_CRC32MUL "crc32.mul" DAB, OP_LD32X4 "ld32x4" Load4, OP_ST32X4 "st32x4" Store4,
 }
 
 const _: () = assert!(OPS.len() == p::OP_COUNT as usize, "every opcode has an entry");

@@ -95,6 +95,57 @@ macro_rules! count_byte_source {
     };
 }
 
+/// Source of a program that walks its tile's u32 elements four at a time (`ld32x4`):
+/// whole quads `q0 .. q1` (q0 = tile.begin rounded up to a multiple of 4, q1 = grid
+/// rounded down), lane l at quad q0 + 4 l, stepping 4 x lanes (r12 = the quad's first
+/// element, r13 = the step, r11 = q1), and the at most three elements before q0 and after
+/// q1 one at a time (r1 = the element). `$one` handles one element, `$quad` one quad
+/// (ending in its `loop r12, r13, r11, quad`), `$done` follows both.
+macro_rules! quads_source {
+    ($setup:literal, $one:literal, $quad:literal, $done:literal) => {
+        concat!(
+            $setup,
+            "
+        tile.begin r30
+        grid r2
+        lanes r3
+        lane r9
+        movi r24, 2
+        addi r10, r30, 3
+        shru r10, r10, r24
+        shl r10, r10, r24
+        maxu r10, r10, r30    ; q0 (kept at tile.begin if rounding up wrapped)
+        minu r10, r10, r2
+        shru r11, r2, r24
+        shl r11, r11, r24
+        maxu r11, r11, r10    ; q1
+        add r1, r30, r9
+    head: ltu r4, r1, r10
+        brz r4, quads
+",
+            $one,
+            "        add r1, r1, r3
+        jmp head
+    quads: shl r12, r9, r24
+        add r12, r12, r10
+        shl r13, r3, r24
+        ltu r4, r12, r11
+        brz r4, tail
+    quad: ",
+            $quad,
+            "    tail: add r1, r11, r9
+    tl: ltu r4, r1, r2
+        brz r4, done
+",
+            $one,
+            "        add r1, r1, r3
+        jmp tl
+    done: ",
+            $done
+        )
+    };
+}
+
 /// A library program.
 #[derive(Clone, Copy, Debug)]
 pub struct LibraryProgram {
@@ -210,15 +261,22 @@ pub const LIBRARY: &[LibraryProgram] = &[
         name: "sum-u32",
         doc: "Wrapping u32 sum of b0's grid u32 elements -> result 0.",
         buffers: 1,
-        per_element: 3,
+        // 6 instructions per quad: 1.5 per element.
+        per_element: 2,
         combine: Combine::Add,
-        source: tiled!(
-            "        ltu r4, r1, r2
-        brz r4, done
-    top: ld32 r5, b0[r1]
+        source: quads_source!(
+            "",
+            "        ld32 r5, b0[r1]
         add r6, r6, r5
-        loop r1, r3, r2, top
-    done: red.add r7, r6
+",
+            "ld32x4 r16, b0[r12]
+        add r16, r16, r17
+        add r18, r18, r19
+        add r6, r6, r16
+        add r6, r6, r18
+        loop r12, r13, r11, quad
+",
+            "red.add r7, r6
         result 0, r7
         halt
 "
@@ -286,19 +344,32 @@ pub const LIBRARY: &[LibraryProgram] = &[
         doc:
             "b1[i] = a * b0[i] + b1[i] for i < grid, a = arg 0 as f32 bits (multiply, then add: no fused multiply-add).",
         buffers: 2,
-        per_element: 6,
+        // 12 instructions per quad: 3 per element.
+        per_element: 4,
         combine: Combine::Memory,
-        source: tiled!(
+        source: quads_source!(
             "        arg r8, 0
-        ltu r4, r1, r2
-        brz r4, done
-    top: ld32 r5, b0[r1]
+",
+            "        ld32 r5, b0[r1]
         ld32 r6, b1[r1]
         fmul r5, r5, r8
         fadd r6, r6, r5
         st32 b1[r1], r6
-        loop r1, r3, r2, top
-    done: halt
+",
+            "ld32x4 r16, b0[r12]
+        ld32x4 r20, b1[r12]
+        fmul r16, r16, r8
+        fmul r17, r17, r8
+        fmul r18, r18, r8
+        fmul r19, r19, r8
+        fadd r20, r20, r16
+        fadd r21, r21, r17
+        fadd r22, r22, r18
+        fadd r23, r23, r19
+        st32x4 b1[r12], r20
+        loop r12, r13, r11, quad
+",
+            "halt
 "
         ),
     },
@@ -693,6 +764,67 @@ mod tests {
                     let got: u32 = tiles.iter().map(|t| t[0]).sum();
                     let want = data[..len as usize].iter().filter(|&&b| b == byte).count() as u32;
                     assert_eq!(got, want, "{program}: {len} bytes in tiles of {tile} on {lanes} lanes");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quad_programs_cover_unaligned_tile_edges_exactly_and_fit_their_fuel() {
+        let words: Vec<u32> = (0..1003u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        let a = 0.75f32;
+        for (len, tile) in [
+            (1003u32, 7u32),
+            (1001, 333),
+            (13, 5),
+            (1003, 1003),
+            (3, 1),
+            (0, 4),
+            (17, 6),
+        ] {
+            for lanes in [1u32, 3, 8, 64] {
+                let x = bytemuck::cast_slice::<u32, u8>(&words[..len as usize]).to_vec();
+                let tiles = run_tiles("sum-u32", &mut [x.clone()], len, tile, lanes, [0; 4]);
+                let got = tiles.iter().fold(0u32, |s, t| s.wrapping_add(t[0]));
+                let want = words[..len as usize].iter().fold(0u32, |s, w| s.wrapping_add(*w));
+                assert_eq!(got, want, "sum-u32: {len} elements in tiles of {tile} on {lanes} lanes");
+
+                let xf: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 7.0).collect();
+                let yf: Vec<f32> = (0..len).map(|i| 3.0 - i as f32).collect();
+                let mut buffers = vec![
+                    bytemuck::cast_slice::<f32, u8>(&xf).to_vec(),
+                    bytemuck::cast_slice::<f32, u8>(&yf).to_vec(),
+                ];
+                run_tiles("saxpy", &mut buffers, len, tile, lanes, [a.to_bits(), 0, 0, 0]);
+                let want: Vec<f32> = xf.iter().zip(&yf).map(|(x, y)| a * x + y).collect();
+                assert_eq!(
+                    buffers[1]
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect::<Vec<_>>(),
+                    want,
+                    "saxpy: {len} elements in tiles of {tile} on {lanes} lanes"
+                );
+                // The fuel the library promises is enough for every tile.
+                for program in ["sum-u32", "saxpy"] {
+                    let library = library_program(program).unwrap();
+                    let verified = library.load().unwrap();
+                    for t in 0..len.div_ceil(tile) {
+                        let end = (t * tile + tile).min(len);
+                        let launch = crate::vm::interp::Launch {
+                            lanes,
+                            grid: end,
+                            tile_begin: t * tile,
+                            args: [a.to_bits(), 0, 0, 0],
+                            fuel: library.fuel(end - t * tile, lanes),
+                        };
+                        let out = crate::vm::interp::run(&verified, &launch, &mut buffers);
+                        assert_eq!(
+                            out.status,
+                            crate::ring::layout::STATUS_OK,
+                            "{program} tile {t}: {out:?}"
+                        );
+                    }
                 }
             }
         }

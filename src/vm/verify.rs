@@ -166,6 +166,20 @@ fn check(index: usize, i: &Instr, n: usize, buffers: usize) -> Result<(), VmErro
             reg(i.b)?;
             buffer(i.imm)?;
         }
+        Form::Load4 => {
+            reg(i.d)?;
+            reg(i.d.saturating_add(3))?;
+            reg(i.a)?;
+            unused("b", b)?;
+            buffer(i.imm)?;
+        }
+        Form::Store4 => {
+            unused("d", d)?;
+            reg(i.a)?;
+            reg(i.b)?;
+            reg(i.b.saturating_add(3))?;
+            buffer(i.imm)?;
+        }
         Form::Atomic => {
             reg(i.d)?;
             reg(i.a)?;
