@@ -326,10 +326,10 @@ fn vm_input(elements: u32) -> Vec<u32> {
 const SAXPY_A: f32 = 0.75;
 
 /// Grid, tile and tile count of `program` over `elements` words in `tiles` tiles: `crc32`
-/// counts bytes, in tiles that are a multiple of 4.
+/// counts bytes; tiles are a multiple of 16 (whole quads of u32 words for `ld32x4`).
 fn vm_grid(program: &str, elements: u32, tiles: u32) -> (u32, u32, u32) {
     let grid = if program == "crc32" { elements * 4 } else { elements };
-    let tile = grid.div_ceil(tiles.max(1)).max(1).next_multiple_of(4);
+    let tile = grid.div_ceil(tiles.max(1)).max(1).next_multiple_of(16);
     (grid, tile, grid.div_ceil(tile).max(1))
 }
 

@@ -226,7 +226,7 @@ impl LibraryProgram {
         let body = grid.div_ceil(lanes.max(1)).saturating_mul(self.per_element);
         let setup = match self.combine {
             // Shifting a lane's CRC by x^(8n): 10 instructions per bit of n; unaligned ends.
-            Combine::Crc32 => 10 * (33 - grid.leading_zeros()) + 160,
+            Combine::Crc32 => 10 * (33 - grid.leading_zeros()) + 200,
             // Set-up, unaligned head and tail bytes, the reduction.
             _ => 96,
         };
@@ -383,8 +383,9 @@ pub const LIBRARY: &[LibraryProgram] = &[
         combine: Combine::Crc32,
         source: "
         ; crc32 of the job's bytes tile.begin .. grid: each lane takes a contiguous chunk (a
-        ; multiple of 4 bytes), computes its raw CRC (lane 0 starts from 0xFFFFFFFF, the
-        ; others from 0) with crc32.w over whole words and crc32.b over unaligned ends,
+        ; multiple of 16 bytes), computes its raw CRC (lane 0 starts from 0xFFFFFFFF, the
+        ; others from 0) with crc32.w over whole words (read four at a time with ld32x4)
+        ; and crc32.b over unaligned ends,
         ; multiplies it by x^(8n) mod P where n is the number of bytes after the chunk, and
         ; the lanes XOR their results into the tile's word b2[tile.begin / arg 1]. CRC is
         ; linear in GF(2), so the XOR of the shifted parts is the tile's whole CRC.
@@ -400,8 +401,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         add r4, r4, r2
         addi r4, r4, -1
         divu r4, r4, r2
-        addi r4, r4, 3
-        movi r10, 0xFFFFFFFC
+        addi r4, r4, 15
+        movi r10, 0xFFFFFFF0
         and r4, r4, r10
         mul r5, r1, r4
         add r5, r5, r30
@@ -425,6 +426,20 @@ pub const LIBRARY: &[LibraryProgram] = &[
     words: movi r10, 2
         shru r11, r5, r10
         shru r12, r6, r10
+        ; whole quads of words while r11 + 4 <= r12, then single words
+        movi r21, 3
+        maxu r20, r12, r21
+        sub r20, r20, r21
+        movi r22, 4
+        ltu r8, r11, r20
+        brz r8, single
+    quad: ld32x4 r16, b0[r11]
+        crc32.w r7, r7, r16
+        crc32.w r7, r7, r17
+        crc32.w r7, r7, r18
+        crc32.w r7, r7, r19
+        loop r11, r22, r20, quad
+    single: shl r5, r11, r10
         ltu r8, r11, r12
         brz r8, tail
     word: ld32 r9, b0[r11]
@@ -806,6 +821,37 @@ mod tests {
                     "saxpy: {len} elements in tiles of {tile} on {lanes} lanes"
                 );
                 // The fuel the library promises is enough for every tile.
+                let crc_lanes = lanes;
+                let bytes: Vec<u8> = (0..len * 4).map(|i| (i * 7 + i / 5) as u8).collect();
+                let mut crc_buffers = vec![
+                    [bytes.clone(), vec![0; 4]].concat(),
+                    bytemuck::cast_slice(&crc32_x2n()).to_vec(),
+                    vec![0u8; 4 * (len * 4).div_ceil(tile * 4).max(1) as usize],
+                ];
+                let crc = library_program("crc32").unwrap();
+                let verified = crc.load().unwrap();
+                let tile_bytes = tile * 4;
+                let mut parts = Vec::new();
+                for t in 0..(len * 4).div_ceil(tile_bytes) {
+                    let end = (t * tile_bytes + tile_bytes).min(len * 4);
+                    let launch = crate::vm::interp::Launch {
+                        lanes: crc_lanes,
+                        grid: end,
+                        tile_begin: t * tile_bytes,
+                        args: [0, tile_bytes, 0, 0],
+                        fuel: crc.fuel(end - t * tile_bytes, crc_lanes),
+                    };
+                    let out = crate::vm::interp::run(&verified, &launch, &mut crc_buffers);
+                    assert_eq!(out.status, crate::ring::layout::STATUS_OK, "crc32 tile {t}: {out:?}");
+                    parts.push(out.results);
+                }
+                if !parts.is_empty() {
+                    assert_eq!(
+                        crc.combine(&parts).unwrap()[0],
+                        crc32fast::hash(&bytes),
+                        "crc32: {len} words"
+                    );
+                }
                 for program in ["sum-u32", "saxpy"] {
                     let library = library_program(program).unwrap();
                     let verified = library.load().unwrap();
