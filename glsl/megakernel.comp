@@ -63,8 +63,11 @@ void main() {
             if (next == claimed) {
                 // Nothing left of the last claim: take a tile of a spread job (claimed work,
                 // so before shutdown or yield), leave, or claim more.
+                // The open list is read only while some spread job is open (one word on a
+                // line of its own: idle passes stay as cheap as before spread jobs).
                 bool tile_no_budget = false;
-                if (board_take(board, used, own, tile_index, tile, tile_no_budget)) {
+                bool board_open = own != 0u || LOAD_RELAXED(ctl.c.spread_open) != 0u;
+                if (board_open && board_take(board, used, own, tile_index, tile, tile_no_budget)) {
                     action = ACT_TILE;
                     idle = 0u;
                 } else if (LOAD_RELAXED(ctl.c.shutdown) != 0u) {
