@@ -183,3 +183,19 @@ fn more_spread_jobs_than_the_open_list_holds_all_finish() {
     }
     rt.finish();
 }
+
+#[test]
+fn spread_jobs_run_in_batch_mode_too() {
+    // No resident kernel: each launch drains what is pending and exits when idle; the
+    // supervisor launches again while the spread job is open.
+    let rt = TestRuntime::new(RuntimeConfig {
+        mode: megaring::ModeRequest::Batch,
+        workgroups: Some(2),
+        ..config()
+    });
+    assert_eq!(rt.info().mode, megaring::Mode::Batch);
+    let s = setup(&rt);
+    let tiles = submit(&rt, &s, 9, NO_FAULT).wait().unwrap();
+    check(&s, &tiles, 9);
+    rt.finish();
+}
