@@ -80,11 +80,10 @@ void main() {
                     bool no_budget;
                     uint count = ring_claim(ctl, sq, used, first, no_budget);
                     if (count > 0u) {
-                        SqEntry head_job = sq.e[first & launch.p.ring_mask];
-                        if (head_job.tiles > 1u) {
+                        if (sq.e[first & launch.p.ring_mask].tiles > 1u) {
                             // A spread job (claimed alone): list it, run its tile 0 now.
                             atomicAdd(ctl.c.spread_open, 1u);
-                            board_setup(board, first, head_job);
+                            board_setup(board, first, sq.e[first & launch.p.ring_mask]);
                             own = first + 1u;
                             action = ACT_TILE;
                             tile_index = first;

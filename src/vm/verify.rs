@@ -154,30 +154,22 @@ fn check(index: usize, i: &Instr, n: usize, buffers: usize) -> Result<(), VmErro
                 });
             }
         }
-        Form::Load => {
+        Form::Load | Form::Load4 => {
             reg(i.d)?;
+            if info.form == Form::Load4 {
+                reg(i.d.saturating_add(3))?; // the last of its four registers
+            }
             reg(i.a)?;
             unused("b", b)?;
             buffer(i.imm)?;
         }
-        Form::Store => {
+        Form::Store | Form::Store4 => {
             unused("d", d)?;
             reg(i.a)?;
             reg(i.b)?;
-            buffer(i.imm)?;
-        }
-        Form::Load4 => {
-            reg(i.d)?;
-            reg(i.d.saturating_add(3))?;
-            reg(i.a)?;
-            unused("b", b)?;
-            buffer(i.imm)?;
-        }
-        Form::Store4 => {
-            unused("d", d)?;
-            reg(i.a)?;
-            reg(i.b)?;
-            reg(i.b.saturating_add(3))?;
+            if info.form == Form::Store4 {
+                reg(i.b.saturating_add(3))?;
+            }
             buffer(i.imm)?;
         }
         Form::Atomic => {
