@@ -199,3 +199,55 @@ fn spread_jobs_run_in_batch_mode_too() {
     check(&s, &tiles, 9);
     rt.finish();
 }
+
+#[test]
+fn spread_jobs_at_shutdown_finish_or_are_cancelled_and_dropped_handles_detach() {
+    let rt = TestRuntime::new(RuntimeConfig {
+        workgroups: Some(2),
+        ..config()
+    });
+    let s = setup(&rt);
+    // A dropped handle detaches its job (on a buffer of its own): it still runs, and the
+    // ring goes on.
+    let other = rt.alloc_u32(u64::from(GRID), Placement::HostCached).unwrap();
+    let table = rt.buffer_table(&[&other]).unwrap();
+    drop(
+        rt.submit_tiled(&s.program, &table, GRID, TILE, [4, NO_FAULT, 0, 0], FUEL)
+            .unwrap(),
+    );
+    check(&s, &submit(&rt, &s, 6, NO_FAULT).wait().unwrap(), 6);
+
+    // Several spread jobs in flight at shutdown: each one either finishes whole (it was
+    // claimed) or is cancelled (it was not); none hangs or comes back half done.
+    let outs: Vec<DeviceBuffer> = (0..6)
+        .map(|_| rt.alloc_u32(u64::from(GRID), Placement::HostCached).unwrap())
+        .collect();
+    let handles: Vec<TiledHandle> = outs
+        .iter()
+        .map(|out| {
+            let table = rt.buffer_table(&[out]).unwrap();
+            rt.submit_tiled(&s.program, &table, GRID, TILE, [1, NO_FAULT, 0, 0], FUEL)
+                .unwrap()
+        })
+        .collect();
+    rt.runtime.shutdown().unwrap();
+    let mut finished = 0;
+    for (handle, out) in handles.into_iter().zip(&outs) {
+        match handle.wait() {
+            Ok(tiles) => {
+                assert_eq!(tiles.len(), GRID.div_ceil(TILE) as usize);
+                let words = out.read_u32(0, u64::from(GRID)).unwrap();
+                assert!(words.iter().enumerate().all(|(i, &w)| w == 3 * i as u32 + 1));
+                finished += 1;
+            }
+            Err(Error::Cancelled { .. }) => {}
+            Err(e) => panic!("a spread job at shutdown ended with {e}"),
+        }
+    }
+    eprintln!("{finished} of 6 spread jobs finished at shutdown, the rest cancelled");
+    // The detached job was claimed before the job after it completed (claims go in ring
+    // order), so it ran whole.
+    let words = other.read_u32(0, u64::from(GRID)).unwrap();
+    assert!(words.iter().enumerate().all(|(i, &w)| w == 3 * i as u32 + 4));
+    rt.finish();
+}
