@@ -51,10 +51,21 @@ struct Setup {
     table: megaring::BufferTable,
 }
 
+/// Two resident workgroups (lavapipe's default is one), so that tiles are shared.
+fn two_workgroups() -> RuntimeConfig {
+    RuntimeConfig {
+        workgroups: Some(2),
+        ..config()
+    }
+}
+
+fn load(rt: &Runtime) -> DeviceProgram {
+    rt.load_program(verify(&assemble(TILE_PROGRAM).unwrap(), 1).unwrap())
+        .unwrap()
+}
+
 fn setup(rt: &Runtime) -> Setup {
-    let program = rt
-        .load_program(verify(&assemble(TILE_PROGRAM).unwrap(), 1).unwrap())
-        .unwrap();
+    let program = load(rt);
     let out = rt.alloc_u32(u64::from(GRID), Placement::HostCached).unwrap();
     let table = rt.buffer_table(&[&out]).unwrap();
     Setup { program, out, table }
@@ -63,6 +74,24 @@ fn setup(rt: &Runtime) -> Setup {
 fn submit(rt: &Runtime, s: &Setup, add: u32, fault_from: u32) -> TiledHandle {
     rt.submit_tiled(&s.program, &s.table, GRID, TILE, [add, fault_from, 0, 0], FUEL)
         .unwrap()
+}
+
+/// A fresh output buffer of `grid` words, and `program` submitted over it (no fault).
+fn submit_fresh(rt: &Runtime, program: &DeviceProgram, grid: u32, tile: u32, add: u32) -> (DeviceBuffer, TiledHandle) {
+    let out = rt.alloc_u32(u64::from(grid), Placement::HostCached).unwrap();
+    let table = rt.buffer_table(&[&out]).unwrap();
+    let handle = rt
+        .submit_tiled(program, &table, grid, tile, [add, NO_FAULT, 0, 0], FUEL)
+        .unwrap();
+    (out, handle)
+}
+
+/// Asserts `out[i] = 3 i + add` for all its words.
+fn assert_filled(out: &DeviceBuffer, add: u32, what: &str) {
+    let words = out.read_u32(0, out.len_u32()).unwrap();
+    for (i, w) in words.iter().enumerate() {
+        assert_eq!(*w, 3 * i as u32 + add, "{what}: element {i}");
+    }
 }
 
 /// Asserts every tile's results and every element's value.
@@ -74,18 +103,12 @@ fn check(s: &Setup, tiles: &[megaring::Completion], add: u32) {
         assert_eq!(c.tag, t as u64);
         assert_eq!(c.results[..3], [begin, end, end - begin], "tile {t}");
     }
-    let words = s.out.read_u32(0, u64::from(GRID)).unwrap();
-    for (i, w) in words.iter().enumerate() {
-        assert_eq!(*w, 3 * i as u32 + add, "element {i}");
-    }
+    assert_filled(&s.out, add, "the job's buffer");
 }
 
 #[test]
 fn every_tile_of_a_spread_job_runs_once_with_its_own_range() {
-    let rt = TestRuntime::new(RuntimeConfig {
-        workgroups: Some(2),
-        ..config()
-    });
+    let rt = TestRuntime::new(two_workgroups());
     let s = setup(&rt);
     let handle = submit(&rt, &s, 7, NO_FAULT);
     assert_eq!(handle.tiles(), GRID.div_ceil(TILE));
@@ -101,10 +124,7 @@ fn every_tile_of_a_spread_job_runs_once_with_its_own_range() {
 
 #[test]
 fn a_faulting_tile_fails_the_job_with_its_tile_and_the_kernel_goes_on() {
-    let rt = TestRuntime::new(RuntimeConfig {
-        workgroups: Some(2),
-        ..config()
-    });
+    let rt = TestRuntime::new(two_workgroups());
     let s = setup(&rt);
     // Tiles 5 and later fault; the lowest is reported.
     match submit(&rt, &s, 1, 5 * TILE).wait() {
@@ -151,35 +171,13 @@ fn spread_jobs_go_on_across_epochs_and_finish_through_shutdown() {
 
 #[test]
 fn more_spread_jobs_than_the_open_list_holds_all_finish() {
-    let rt = TestRuntime::new(RuntimeConfig {
-        workgroups: Some(2),
-        ..config()
-    });
-    let program = rt
-        .load_program(verify(&assemble(TILE_PROGRAM).unwrap(), 1).unwrap())
-        .unwrap();
-    let jobs = p::BOARD_OPEN as usize + 8;
-    let (grid, tile) = (400u32, 100u32);
-    let outs: Vec<DeviceBuffer> = (0..jobs)
-        .map(|_| rt.alloc_u32(u64::from(grid), Placement::HostCached).unwrap())
-        .collect();
-    let handles: Vec<TiledHandle> = outs
-        .iter()
-        .enumerate()
-        .map(|(k, out)| {
-            let table = rt.buffer_table(&[out]).unwrap();
-            rt.submit_tiled(&program, &table, grid, tile, [k as u32, NO_FAULT, 0, 0], FUEL)
-                .unwrap()
-        })
-        .collect();
-    for (k, (handle, out)) in handles.into_iter().zip(&outs).enumerate() {
-        let tiles = handle.wait().unwrap();
-        assert_eq!(tiles.len(), 4);
-        let words = out.read_u32(0, u64::from(grid)).unwrap();
-        assert!(
-            words.iter().enumerate().all(|(i, &w)| w == 3 * i as u32 + k as u32),
-            "job {k}"
-        );
+    let rt = TestRuntime::new(two_workgroups());
+    let program = load(&rt);
+    let jobs = p::BOARD_OPEN + 8;
+    let submitted: Vec<_> = (0..jobs).map(|k| submit_fresh(&rt, &program, 400, 100, k)).collect();
+    for (k, (out, handle)) in submitted.into_iter().enumerate() {
+        assert_eq!(handle.wait().unwrap().len(), 4);
+        assert_filled(&out, k as u32, &format!("job {k}"));
     }
     rt.finish();
 }
@@ -190,8 +188,7 @@ fn spread_jobs_run_in_batch_mode_too() {
     // supervisor launches again while the spread job is open.
     let rt = TestRuntime::new(RuntimeConfig {
         mode: megaring::ModeRequest::Batch,
-        workgroups: Some(2),
-        ..config()
+        ..two_workgroups()
     });
     assert_eq!(rt.info().mode, megaring::Mode::Batch);
     let s = setup(&rt);
@@ -202,42 +199,24 @@ fn spread_jobs_run_in_batch_mode_too() {
 
 #[test]
 fn spread_jobs_at_shutdown_finish_or_are_cancelled_and_dropped_handles_detach() {
-    let rt = TestRuntime::new(RuntimeConfig {
-        workgroups: Some(2),
-        ..config()
-    });
+    let rt = TestRuntime::new(two_workgroups());
     let s = setup(&rt);
     // A dropped handle detaches its job (on a buffer of its own): it still runs, and the
     // ring goes on.
-    let other = rt.alloc_u32(u64::from(GRID), Placement::HostCached).unwrap();
-    let table = rt.buffer_table(&[&other]).unwrap();
-    drop(
-        rt.submit_tiled(&s.program, &table, GRID, TILE, [4, NO_FAULT, 0, 0], FUEL)
-            .unwrap(),
-    );
+    let (other, detached) = submit_fresh(&rt, &s.program, GRID, TILE, 4);
+    drop(detached);
     check(&s, &submit(&rt, &s, 6, NO_FAULT).wait().unwrap(), 6);
 
     // Several spread jobs in flight at shutdown: each one either finishes whole (it was
     // claimed) or is cancelled (it was not); none hangs or comes back half done.
-    let outs: Vec<DeviceBuffer> = (0..6)
-        .map(|_| rt.alloc_u32(u64::from(GRID), Placement::HostCached).unwrap())
-        .collect();
-    let handles: Vec<TiledHandle> = outs
-        .iter()
-        .map(|out| {
-            let table = rt.buffer_table(&[out]).unwrap();
-            rt.submit_tiled(&s.program, &table, GRID, TILE, [1, NO_FAULT, 0, 0], FUEL)
-                .unwrap()
-        })
-        .collect();
+    let submitted: Vec<_> = (0..6).map(|_| submit_fresh(&rt, &s.program, GRID, TILE, 1)).collect();
     rt.runtime.shutdown().unwrap();
     let mut finished = 0;
-    for (handle, out) in handles.into_iter().zip(&outs) {
+    for (out, handle) in submitted {
         match handle.wait() {
             Ok(tiles) => {
                 assert_eq!(tiles.len(), GRID.div_ceil(TILE) as usize);
-                let words = out.read_u32(0, u64::from(GRID)).unwrap();
-                assert!(words.iter().enumerate().all(|(i, &w)| w == 3 * i as u32 + 1));
+                assert_filled(&out, 1, "a job finished at shutdown");
                 finished += 1;
             }
             Err(Error::Cancelled { .. }) => {}
@@ -247,7 +226,6 @@ fn spread_jobs_at_shutdown_finish_or_are_cancelled_and_dropped_handles_detach() 
     eprintln!("{finished} of 6 spread jobs finished at shutdown, the rest cancelled");
     // The detached job was claimed before the job after it completed (claims go in ring
     // order), so it ran whole.
-    let words = other.read_u32(0, u64::from(GRID)).unwrap();
-    assert!(words.iter().enumerate().all(|(i, &w)| w == 3 * i as u32 + 4));
+    assert_filled(&other, 4, "the detached job");
     rt.finish();
 }
