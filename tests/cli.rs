@@ -42,6 +42,26 @@ fn run_counts_lines_reports_asm_errors_by_line_and_faults_by_name() {
         "validation messages"
     );
 
+    // Repeated runs give the same results, timed after a warm-up run.
+    let out = megaring(&[
+        "run",
+        "lines",
+        "--input",
+        text.to_str().unwrap(),
+        "--repeat",
+        "3",
+        "--time",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("result 0: 4 ") && stdout.contains("over 2 runs after a warm-up"),
+        "{stdout}"
+    );
+    let out = megaring(&["run", "lines", "--input", text.to_str().unwrap(), "--time"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--time needs --repeat 2"));
+
     let bad = temp_file("bad.asm", b"    lane r1\n    ad r2, r1, r1\n    halt\n");
     let out = megaring(&["run", bad.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -80,6 +80,12 @@ struct RunArgs {
     /// u32 words of the output buffer b1 to allocate and print (non-zero words only).
     #[arg(long, default_value_t = 256)]
     output_words: u32,
+    /// Run the job this many times (the results and b1 shown are the last run's).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Print the time from submit to completion (fastest and median over the runs).
+    #[arg(long)]
+    time: bool,
 }
 
 fn parse_word(s: &str) -> Result<u32, String> {
@@ -351,6 +357,9 @@ fn info(config: RuntimeConfig, json: bool) -> megaring::Result<()> {
 
 fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     use megaring::vm::{assemble, library::library_program, verify, VmError};
+    if args.time && args.repeat < 2 {
+        return Err("--time needs --repeat 2 or more (the first run warms up and is not timed)".into());
+    }
     if args.args.len() > 4 {
         return Err(format!("{} arguments given; a job takes at most 4", args.args.len()).into());
     }
@@ -415,7 +424,7 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
         (None, Some(max)) if args.fuel.is_none() && grid > max => Some(max),
         _ => None,
     };
-    let outcome = match (tile, library) {
+    let run_once = || match (tile, library) {
         (Some(tile), Some(library)) => {
             let fuel = args.fuel.unwrap_or(library.fuel(tile, runtime.info().vm_lanes));
             let tiles: Vec<[u32; 4]> = runtime
@@ -435,9 +444,25 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
             .submit(megaring::Job::program(&loaded, &table, grid, job_args, fuel)?)?
             .wait(),
     };
+    let mut outcome = run_once();
+    let mut times = Vec::new();
+    for _ in 1..args.repeat.max(1) {
+        let start = std::time::Instant::now();
+        outcome = run_once();
+        times.push(start.elapsed());
+    }
     let shown = b1.read_u32(0, u64::from(args.output_words.max(1)))?;
     runtime.shutdown()?;
     let done = outcome?;
+    if args.time {
+        times.sort();
+        println!(
+            "time: fastest {:.1} us, median {:.1} us over {} runs after a warm-up",
+            bench::micros(times[0]),
+            bench::micros(times[times.len() / 2]),
+            times.len()
+        );
+    }
     for (k, r) in done.results.iter().enumerate() {
         // Show the f32 reading only where the word looks like a normal float.
         let exponent = (r >> 23) & 0xff;
