@@ -855,6 +855,11 @@ impl Drop for JobHandle {
     }
 }
 
+/// How long the first launch may take to become resident. lavapipe (llvmpipe) compiles a
+/// compute shader at its first dispatch, not at pipeline creation: from a cold shader cache
+/// the megakernel took 9-21 s on a 2-core machine, longer than `hang_timeout`.
+const FIRST_DISPATCH_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Launches the kernel, waits for it to be resident, and pings it through the ring.
 fn self_test(
     shared: &Arc<Shared>,
@@ -867,7 +872,7 @@ fn self_test(
     dispatcher.submit()?;
     let start = Instant::now();
     let mut resident = false;
-    while start.elapsed() < hang_timeout {
+    while start.elapsed() < hang_timeout.max(FIRST_DISPATCH_TIMEOUT) {
         if rings.load(ControlWord::RESIDENT) > 0 {
             resident = true;
             break;
