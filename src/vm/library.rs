@@ -452,17 +452,24 @@ pub const LIBRARY: &[LibraryProgram] = &[
         crc32.b r7, r7, r9
         addi r5, r5, 1
         jmp tail
+        ; r13 = x^(8 r12) mod P, one bit of r12 per round; the rounds run over the bits of
+        ; r24 = the bytes after lane 0's chunk (the most of any lane), so every lane takes
+        ; the same branches and the lanes stay in lock step
     shift: sub r12, r3, r6
+        add r24, r30, r4
+        minu r24, r24, r3
+        sub r24, r3, r24
         movi r13, 0x80000000
         movi r14, 3
-    xn: brz r12, apply
+        movi r19, 31
+    xn: brz r24, apply
         and r15, r12, r23
-        brz r15, xn_next
-        movi r16, 31
-        and r16, r14, r16
+        and r16, r14, r19
         ld32 r17, b1[r16]
-        crc32.mul r13, r17, r13
-    xn_next: shru r12, r12, r23
+        crc32.mul r17, r17, r13
+        sel r13, r17, r13, r15
+        shru r12, r12, r23
+        shru r24, r24, r23
         addi r14, r14, 1
         jmp xn
     apply: crc32.mul r7, r13, r7
