@@ -243,20 +243,46 @@ void vm_store4(VmBuffer desc, uvec4 index, bvec4 go, uvec4 k0, uvec4 k1, uvec4 k
     }
 }
 
+// The lane-wise ops that also have a four-register form (isa::X4_OPS): scalar opcode, x4
+// opcode, r[d] as an expression of a = r[a] and b = r[b].
+#define VM_LANEWISE_OPS \
+    VM_LANEWISE(OP_ADD, OP_ADD_X4, a + b) \
+    VM_LANEWISE(OP_SUB, OP_SUB_X4, a - b) \
+    VM_LANEWISE(OP_MUL, OP_MUL_X4, a * b) \
+    VM_LANEWISE(OP_AND, OP_AND_X4, a & b) \
+    VM_LANEWISE(OP_OR, OP_OR_X4, a | b) \
+    VM_LANEWISE(OP_XOR, OP_XOR_X4, a ^ b) \
+    VM_LANEWISE(OP_FADD, OP_FADD_X4, vm_u(vm_f(a) + vm_f(b))) \
+    VM_LANEWISE(OP_FSUB, OP_FSUB_X4, vm_u(vm_f(a) - vm_f(b))) \
+    VM_LANEWISE(OP_FMUL, OP_FMUL_X4, vm_u(vm_f(a) * vm_f(b)))
+#define VM_LANEWISE(code, code4, expr) VM_PURE(code, expr) VM_PURE4(code4, expr)
+
+// Cases of a dispatcher's switch, which defines VM_PUT(register, group, value).
+#define VM_PURE(code, expr) \
+    case code: VM_EACH(uvec4 a = VM_R(ia, g); uvec4 b = VM_R(ib, g); VM_PUT(d, g, (expr))) break;
+#define VM_PURE4(code, expr) \
+    case code: VM_EACH( \
+        uvec4 av[4]; \
+        uvec4 bv[4]; \
+        [[unroll]] for (uint k = 0u; k < 4u; k++) { \
+            av[k] = VM_R(min(ia, 28u) + k, g); \
+            bv[k] = VM_R(min(ib, 28u) + k, g); \
+        } \
+        [[unroll]] for (uint k = 0u; k < 4u; k++) { \
+            uvec4 a = av[k]; \
+            uvec4 b = bv[k]; \
+            VM_PUT(min(d, 28u) + k, g, (expr)) \
+        }) break;
+
 // The instructions that only compute r[d] from a = r[a], b = r[b], imm and the job, for a
-// group of four lanes g. Both dispatchers in run_vm expand VM_PURE_OPS; the converged one
+// group of four lanes g (VM_PURE), or r[d + k] from r[a + k], r[b + k] (VM_PURE4). Both dispatchers in run_vm expand VM_PURE_OPS; the converged one
 // leaves out crc32.mul (VM_CHEAP_OPS: about 700 GPU instructions, rare, and it doubled
 // lavapipe's compile time).
 #define VM_CHEAP_OPS \
+    VM_LANEWISE_OPS \
     VM_PURE(OP_MOVI, uvec4(imm)) \
     VM_PURE(OP_MOV, a) \
     VM_PURE(OP_SEL, mix(b, a, notEqual(VM_R(imm & 31u, g), uvec4(0u)))) \
-    VM_PURE(OP_ADD, a + b) \
-    VM_PURE(OP_SUB, a - b) \
-    VM_PURE(OP_MUL, a * b) \
-    VM_PURE(OP_AND, a & b) \
-    VM_PURE(OP_OR, a | b) \
-    VM_PURE(OP_XOR, a ^ b) \
     VM_PURE(OP_SHL, a << (b & 31u)) \
     VM_PURE(OP_SHRU, a >> (b & 31u)) \
     VM_PURE(OP_SHRS, uvec4(ivec4(a) >> ivec4(b & 31u))) \
@@ -272,9 +298,6 @@ void vm_store4(VmBuffer desc, uvec4 index, bvec4 go, uvec4 k0, uvec4 k1, uvec4 k
     VM_PURE(OP_LTS, uvec4(lessThan(ivec4(a), ivec4(b)))) \
     VM_PURE(OP_LEU, uvec4(lessThanEqual(a, b))) \
     VM_PURE(OP_LES, uvec4(lessThanEqual(ivec4(a), ivec4(b)))) \
-    VM_PURE(OP_FADD, vm_u(vm_f(a) + vm_f(b))) \
-    VM_PURE(OP_FSUB, vm_u(vm_f(a) - vm_f(b))) \
-    VM_PURE(OP_FMUL, vm_u(vm_f(a) * vm_f(b))) \
     VM_PURE(OP_FDIV, vm_u(vm_f(a) / vm_f(b))) \
     VM_PURE(OP_FMIN, vm_fmin(a, b)) \
     VM_PURE(OP_FMAX, vm_fmax(a, b)) \
@@ -411,10 +434,9 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                         }
                         break;
                     }
-                    #define VM_PURE(code, expr) \
-                        case code: VM_EACH(uvec4 a = VM_R(ia, g); uvec4 b = VM_R(ib, g); VM_R(d, g) = (expr);) break;
+                    #define VM_PUT(dd, g, v) VM_R(dd, g) = (v);
                     VM_CHEAP_OPS
-                    #undef VM_PURE
+                    #undef VM_PUT
                     case OP_LD32:
                     case OP_LD8:
                     case OP_ST32:
@@ -512,10 +534,9 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                     nextv[g] = mix(nextv[g], uvec4(imm), lessThan(count, limit));
                 )
                 break;
-            #define VM_PURE(code, expr) \
-                case code: VM_EACH(uvec4 a = VM_R(ia, g); uvec4 b = VM_R(ib, g); VM_SET(g, (expr));) break;
+            #define VM_PUT(dd, g, v) VM_SET_MASKED(dd, g, v, m[g])
             VM_PURE_OPS
-            #undef VM_PURE
+            #undef VM_PUT
             case OP_DIVU:
             case OP_DIVS:
             case OP_REMU:

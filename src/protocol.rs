@@ -294,8 +294,28 @@ shared_constants! {
     /// buffer imm, u32 element r[a] + k = r[b + k], for k = 0..3 (b <= 28). Faults, storing
     /// nothing, unless all four lie inside the buffer.
     OP_ST32X4 = 76;
+    /// Lane-wise ops on groups of four registers: r[d + k] = r[a + k] op r[b + k] for
+    /// k = 0..3 (d, a, b <= 28), every operand read before any result is written; op as in
+    /// the scalar opcode of the same name (`add.x4` is `add` four times).
+    OP_ADD_X4 = 77;
+    /// See OP_ADD_X4: `sub`.
+    OP_SUB_X4 = 78;
+    /// See OP_ADD_X4: `mul`.
+    OP_MUL_X4 = 79;
+    /// See OP_ADD_X4: `and`.
+    OP_AND_X4 = 80;
+    /// See OP_ADD_X4: `or`.
+    OP_OR_X4 = 81;
+    /// See OP_ADD_X4: `xor`.
+    OP_XOR_X4 = 82;
+    /// See OP_ADD_X4: `fadd`.
+    OP_FADD_X4 = 83;
+    /// See OP_ADD_X4: `fsub`.
+    OP_FSUB_X4 = 84;
+    /// See OP_ADD_X4: `fmul`.
+    OP_FMUL_X4 = 85;
     /// Number of opcodes.
-    OP_COUNT = 77;
+    OP_COUNT = 86;
 
     /// Kernel exit reason: no work for `idle_limit` consecutive polls (parked).
     EXIT_IDLE = 1;

@@ -42,7 +42,7 @@ fn clear_unused(i: &mut Instr, form: Form) {
         Form::Loop => (true, true, true, true),
         Form::DImm => (true, false, false, true),
         Form::DA => (true, true, false, false),
-        Form::DAB => (true, true, true, false),
+        Form::DAB | Form::DAB4 => (true, true, true, false),
         Form::DAImm => (true, true, false, true),
         Form::Select | Form::Atomic => (true, true, true, true),
         Form::Load | Form::Load4 => (true, true, false, true),
@@ -128,6 +128,7 @@ fn valid_program() -> impl Strategy<Value = Program> {
                 match info.form {
                     Form::Load4 => i.d %= 29,
                     Form::Store4 => i.b %= 29,
+                    Form::DAB4 => (i.d, i.a, i.b) = (i.d % 29, i.a % 29, i.b % 29),
                     _ => {}
                 }
                 i

@@ -112,6 +112,20 @@ fn random_program(rng: &mut Rng) -> Program {
                     let (d, a, bb) = (int_reg(rng), int_reg(rng), int_reg(rng));
                     b.op3(rng.pick(INT_OPS), d, a, bb);
                 }
+                if rng.below(3) == 0 {
+                    // Four-register groups within r3..r15, overlapping or not.
+                    let op = rng.pick(&[
+                        p::OP_ADD_X4,
+                        p::OP_SUB_X4,
+                        p::OP_MUL_X4,
+                        p::OP_AND_X4,
+                        p::OP_OR_X4,
+                        p::OP_XOR_X4,
+                    ]);
+                    let group = |rng: &mut Rng| 3 + rng.below(10) as u8;
+                    let (d, a, bb) = (group(rng), group(rng), group(rng));
+                    b.op3(op, d, a, bb);
+                }
                 let d = int_reg(rng);
                 b.emit(p::OP_ADDI, d, int_reg(rng), 0, rng.next());
                 let (d, a, bb, c) = (int_reg(rng), int_reg(rng), int_reg(rng), int_reg(rng));
@@ -145,6 +159,13 @@ fn random_program(rng: &mut Rng) -> Program {
                 for _ in 0..1 + rng.below(3) {
                     let (d, a, bb) = (float_reg(rng), float_reg(rng), float_reg(rng));
                     b.op3(rng.pick(FLOAT_OPS), d, a, bb);
+                }
+                if rng.below(2) == 0 {
+                    // Four-register groups within r20..r27.
+                    let op = rng.pick(&[p::OP_FADD_X4, p::OP_FSUB_X4, p::OP_FMUL_X4]);
+                    let group = |rng: &mut Rng| 20 + rng.below(5) as u8;
+                    let (d, a, bb) = (group(rng), group(rng), group(rng));
+                    b.op3(op, d, a, bb);
                 }
                 let (d, a, bb) = (int_reg(rng), float_reg(rng), float_reg(rng));
                 b.op3(rng.pick(FLOAT_TESTS), d, a, bb);

@@ -186,6 +186,13 @@ impl<'a> Assembler<'a> {
                 line.comma()?;
                 i.imm = line.immediate()?;
             }
+            Form::DAB4 => {
+                i.d = line.register()?;
+                line.comma()?;
+                i.a = line.register()?;
+                line.comma()?;
+                i.b = line.register()?;
+            }
             Form::Select => {
                 i.d = line.register()?;
                 line.comma()?;

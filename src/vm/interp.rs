@@ -11,7 +11,7 @@
 //! programs must not read what another lane writes in the same phase (results would depend
 //! on scheduling, on the GPU as here).
 
-use super::isa::is_reduction;
+use super::isa::{is_reduction, x4_scalar};
 use super::verify::VerifiedProgram;
 use crate::ring::layout as p;
 
@@ -151,6 +151,22 @@ fn element(buffers: &[Vec<u8>], buffer: u32, index: u32, size: u64) -> Result<us
         Ok(offset as usize)
     } else {
         Err(index)
+    }
+}
+
+/// The scalar ops that also have a four-register form (`isa::X4_OPS`).
+fn lanewise(op: u32, a: u32, b: u32) -> u32 {
+    match op {
+        p::OP_ADD => a.wrapping_add(b),
+        p::OP_SUB => a.wrapping_sub(b),
+        p::OP_MUL => a.wrapping_mul(b),
+        p::OP_AND => a & b,
+        p::OP_OR => a | b,
+        p::OP_XOR => a ^ b,
+        p::OP_FADD => (f(a) + f(b)).to_bits(),
+        p::OP_FSUB => (f(a) - f(b)).to_bits(),
+        p::OP_FMUL => (f(a) * f(b)).to_bits(),
+        _ => unreachable!("opcode {op} has no four-register form"),
     }
 }
 
@@ -296,9 +312,21 @@ fn step_until_sync(
                 let cond = lane.regs[i.imm as usize];
                 lane.regs[i.d as usize] = if cond != 0 { a } else { b };
             }
-            p::OP_ADD => set(a.wrapping_add(b)),
-            p::OP_SUB => set(a.wrapping_sub(b)),
-            p::OP_MUL => set(a.wrapping_mul(b)),
+            p::OP_ADD
+            | p::OP_SUB
+            | p::OP_MUL
+            | p::OP_AND
+            | p::OP_OR
+            | p::OP_XOR
+            | p::OP_FADD
+            | p::OP_FSUB
+            | p::OP_FMUL => set(lanewise(i.op, a, b)),
+            op if x4_scalar(op).is_some() => {
+                let scalar = x4_scalar(op).expect("checked");
+                let (d, a, b) = (usize::from(i.d), usize::from(i.a), usize::from(i.b));
+                let values: [u32; 4] = std::array::from_fn(|k| lanewise(scalar, r[a + k], r[b + k]));
+                r[d..d + 4].copy_from_slice(&values);
+            }
             p::OP_DIVU | p::OP_DIVS | p::OP_REMU | p::OP_REMS if b == 0 => {
                 lane.state = LaneState::Halted;
                 return Err(fault(p::STATUS_FAULT_DIVIDE_BY_ZERO, 0));
@@ -307,9 +335,6 @@ fn step_until_sync(
             p::OP_DIVS => set((a as i32).wrapping_div(b as i32) as u32),
             p::OP_REMU => set(a % b),
             p::OP_REMS => set((a as i32).wrapping_rem(b as i32) as u32),
-            p::OP_AND => set(a & b),
-            p::OP_OR => set(a | b),
-            p::OP_XOR => set(a ^ b),
             p::OP_SHL => set(a << (b & 31)),
             p::OP_SHRU => set(a >> (b & 31)),
             p::OP_SHRS => set(((a as i32) >> (b & 31)) as u32),
@@ -325,9 +350,6 @@ fn step_until_sync(
             p::OP_LTS => set(u32::from((a as i32) < (b as i32))),
             p::OP_LEU => set(u32::from(a <= b)),
             p::OP_LES => set(u32::from((a as i32) <= (b as i32))),
-            p::OP_FADD => set((f(a) + f(b)).to_bits()),
-            p::OP_FSUB => set((f(a) - f(b)).to_bits()),
-            p::OP_FMUL => set((f(a) * f(b)).to_bits()),
             p::OP_FDIV => set((f(a) / f(b)).to_bits()),
             p::OP_FMIN => set(fmin(a, b)),
             p::OP_FMAX => set(fmax(a, b)),

@@ -32,6 +32,8 @@ pub enum Form {
     Load4,
     /// `a` = index, `b` = the first of four registers (b <= 28), `imm` = buffer.
     Store4,
+    /// `d`, `a`, `b`, each the first of four registers (<= 28).
+    DAB4,
     /// `d`, `a` = index, `b` = value, `imm` = buffer.
     Atomic,
     /// `d`.
@@ -83,6 +85,27 @@ ops! {
     OP_RED_MAX "red.max" DA, OP_RED_FMIN "red.fmin" DA, OP_RED_FMAX "red.fmax" DA, OP_RESULT "result" Result,
     OP_TILE_BEGIN "tile.begin" D, OP_LOOP "loop" Loop, OP_CRC32B "crc32.b" DAB, OP_CRC32W "crc32.w" DAB,
     OP_CRC32MUL "crc32.mul" DAB, OP_LD32X4 "ld32x4" Load4, OP_ST32X4 "st32x4" Store4,
+    OP_ADD_X4 "add.x4" DAB4, OP_SUB_X4 "sub.x4" DAB4, OP_MUL_X4 "mul.x4" DAB4, OP_AND_X4 "and.x4" DAB4,
+    OP_OR_X4 "or.x4" DAB4, OP_XOR_X4 "xor.x4" DAB4, OP_FADD_X4 "fadd.x4" DAB4, OP_FSUB_X4 "fsub.x4" DAB4,
+    OP_FMUL_X4 "fmul.x4" DAB4,
+}
+
+/// Each four-register opcode (`Form::DAB4`) and the scalar opcode it applies lane-wise.
+pub const X4_OPS: [(u32, u32); 9] = [
+    (p::OP_ADD_X4, p::OP_ADD),
+    (p::OP_SUB_X4, p::OP_SUB),
+    (p::OP_MUL_X4, p::OP_MUL),
+    (p::OP_AND_X4, p::OP_AND),
+    (p::OP_OR_X4, p::OP_OR),
+    (p::OP_XOR_X4, p::OP_XOR),
+    (p::OP_FADD_X4, p::OP_FADD),
+    (p::OP_FSUB_X4, p::OP_FSUB),
+    (p::OP_FMUL_X4, p::OP_FMUL),
+];
+
+/// The scalar opcode a four-register opcode applies, if `code` is one.
+pub fn x4_scalar(code: u32) -> Option<u32> {
+    X4_OPS.iter().find(|(x4, _)| *x4 == code).map(|(_, scalar)| *scalar)
 }
 
 const _: () = assert!(OPS.len() == p::OP_COUNT as usize, "every opcode has an entry");

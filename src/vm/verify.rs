@@ -172,6 +172,13 @@ fn check(index: usize, i: &Instr, n: usize, buffers: usize) -> Result<(), VmErro
             }
             buffer(i.imm)?;
         }
+        Form::DAB4 => {
+            // the last of each group of four registers
+            reg(i.d.saturating_add(3))?;
+            reg(i.a.saturating_add(3))?;
+            reg(i.b.saturating_add(3))?;
+            unused("imm", i.imm)?;
+        }
         Form::Atomic => {
             reg(i.d)?;
             reg(i.a)?;
