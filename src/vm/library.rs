@@ -261,8 +261,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         name: "sum-u32",
         doc: "Wrapping u32 sum of b0's grid u32 elements -> result 0.",
         buffers: 1,
-        // 6 instructions per quad: 1.5 per element.
-        per_element: 2,
+        // 3 instructions per quad: ld32x4, add.x4 into four sums (r20..r23), loop.
+        per_element: 1,
         combine: Combine::Add,
         source: quads_source!(
             "",
@@ -270,13 +270,14 @@ pub const LIBRARY: &[LibraryProgram] = &[
         add r6, r6, r5
 ",
             "ld32x4 r16, b0[r12]
-        add r16, r16, r17
-        add r18, r18, r19
-        add r6, r6, r16
-        add r6, r6, r18
+        add.x4 r20, r20, r16
         loop r12, r13, r11, quad
 ",
-            "red.add r7, r6
+            "add r6, r6, r20
+        add r6, r6, r21
+        add r6, r6, r22
+        add r6, r6, r23
+        red.add r7, r6
         result 0, r7
         halt
 "
@@ -344,11 +345,15 @@ pub const LIBRARY: &[LibraryProgram] = &[
         doc:
             "b1[i] = a * b0[i] + b1[i] for i < grid, a = arg 0 as f32 bits (multiply, then add: no fused multiply-add).",
         buffers: 2,
-        // 12 instructions per quad: 3 per element.
-        per_element: 4,
+        // 6 instructions per quad: 1.5 per element.
+        per_element: 2,
         combine: Combine::Memory,
         source: quads_source!(
             "        arg r8, 0
+        mov r25, r8
+        mov r26, r8
+        mov r27, r8
+        mov r28, r8
 ",
             "        ld32 r5, b0[r1]
         ld32 r6, b1[r1]
@@ -358,14 +363,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
 ",
             "ld32x4 r16, b0[r12]
         ld32x4 r20, b1[r12]
-        fmul r16, r16, r8
-        fmul r17, r17, r8
-        fmul r18, r18, r8
-        fmul r19, r19, r8
-        fadd r20, r20, r16
-        fadd r21, r21, r17
-        fadd r22, r22, r18
-        fadd r23, r23, r19
+        fmul.x4 r16, r16, r25
+        fadd.x4 r20, r20, r16
         st32x4 b1[r12], r20
         loop r12, r13, r11, quad
 ",
