@@ -97,7 +97,8 @@ macro_rules! count_byte_source {
 
 /// Source of a program that walks its tile's u32 elements four at a time (`ld32x4`):
 /// whole quads `q0 .. q1` (q0 = tile.begin rounded up to a multiple of 4, q1 = grid
-/// rounded down), lane l at quad q0 + 4 l, stepping 4 x lanes (r12 = the quad's first
+/// rounded down), lane 4h + c at quad q0 + 4 (c lanes / 4 + h) (lane l where lanes is not
+/// a multiple of 4), stepping 4 x lanes (r12 = the quad's first
 /// element, r13 = the step, r11 = q1), and the at most three elements before q0 and after
 /// q1 one at a time (r1 = the element). `$one` handles one element, `$quad` one quad
 /// (ending in its `loop r12, r13, r11, quad`), `$done` follows both.
@@ -126,7 +127,18 @@ macro_rules! quads_source {
             $one,
             "        add r1, r1, r3
         jmp head
-    quads: shl r12, r9, r24
+        ; lane 4h + c takes quad c * lanes / 4 + h of each round: on the GPU, where an
+        ; invocation runs lanes 4h .. 4h + 3, each of its four loads is then one
+        ; contiguous run across the invocations (lane numbers as-is if lanes % 4 != 0)
+    quads: movi r14, 3
+        and r15, r9, r14
+        shru r12, r3, r24
+        mul r15, r15, r12
+        shru r12, r9, r24
+        add r15, r15, r12
+        and r14, r3, r14
+        sel r12, r9, r15, r14
+        shl r12, r12, r24
         add r12, r12, r10
         shl r13, r3, r24
         ltu r4, r12, r11
