@@ -26,6 +26,8 @@
 
 // Sub-lane groups per invocation (VM_GROUPS_CONSTANT_ID; ids must be literals).
 layout(constant_id = 2) const uint VM_GROUPS = 1u;
+// Whether the converged dispatcher runs (VM_CONVERGED_CONSTANT_ID).
+layout(constant_id = 3) const bool VM_CONVERGED = true;
 const uint VM_SUBLANES = 4u * VM_GROUPS;
 
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent readonly buffer VmProgramRef {
@@ -674,7 +676,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 together = together && all(equal(stv[g], uvec4(VM_RUNNING))) && all(equal(pcv[g], pcv[0].xxxx));
                 least = min(least, min(min(fuelv[g].x, fuelv[g].y), min(fuelv[g].z, fuelv[g].w)));
             )
-            if (together) {
+            if (VM_CONVERGED && together) {
                 conv = true;
                 cpc = pcv[0].x;
                 headroom = least;

@@ -125,6 +125,9 @@ shared_constants! {
     /// invocation interprets 4 x groups lanes in lock step (uvec4 registers), so one
     /// instruction fetch and dispatch serves them all (docs/bytecode.md, "Lanes").
     VM_GROUPS_CONSTANT_ID = 2;
+    /// Specialization-constant id of the converged dispatcher switch (1: on, 0: off;
+    /// `RuntimeConfig::vm_converged`).
+    VM_CONVERGED_CONSTANT_ID = 3;
     /// Most sub-lane groups (so at most 4 x VM_MAX_GROUPS lanes per invocation).
     VM_MAX_GROUPS = 2;
     /// Entries of the table of `crc32.b` / `crc32.w`, which each workgroup builds in shared

@@ -54,6 +54,11 @@ pub struct RuntimeConfig {
     /// picks 4 (on the H100, 8 took 128 registers per invocation instead of 93, and
     /// `sum-u32` and `crc32` ran slower; docs/benchmarks.md).
     pub vm_sublanes: Option<u32>,
+    /// Whether the interpreter runs lanes in lock step through its converged dispatcher
+    /// (docs/bytecode.md, "Lanes in lock step"). `None` picks on, except on lavapipe: there
+    /// the dispatcher made the ingest tests' `crc32` and `lines` scans 2-4x slower (the CPU
+    /// runs both dispatchers' code for its SIMD lanes). Results are the same either way.
+    pub vm_converged: Option<bool>,
     /// Loop iterations one invocation may run per epoch; `None` picks per device
     /// (60,000 on lavapipe, which cuts loops at 65,535; 2^24 elsewhere).
     pub epoch_budget: Option<u32>,
@@ -79,6 +84,7 @@ impl Default for RuntimeConfig {
             workgroups: None,
             lanes: None,
             vm_sublanes: None,
+            vm_converged: None,
             epoch_budget: None,
             idle_polls: std::env::var("MEGARING_IDLE_POLLS").ok().and_then(|v| v.parse().ok()),
             cq_placement: Placement::HostCached,
@@ -105,6 +111,8 @@ pub struct RuntimeInfo {
     /// VM lanes per workgroup: what a bytecode program's `lanes` returns, and the lane
     /// count its CPU reference runs with (`lanes` x VM lanes per invocation).
     pub vm_lanes: u32,
+    /// Whether the interpreter's converged dispatcher is on.
+    pub vm_converged: bool,
     /// What the driver reports about the compiled megakernel (`VK_KHR_pipeline_executable_properties`):
     /// (name, value) pairs such as ("Register Count", "96"); empty where it reports nothing.
     pub kernel_statistics: Vec<(String, String)>,
@@ -261,6 +269,7 @@ impl Runtime {
             )));
         }
         let sublanes = config.vm_sublanes.unwrap_or(4);
+        let converged = config.vm_converged.unwrap_or(!caps.lavapipe);
         if sublanes != 4 && sublanes != 8 {
             return Err(Error::InvalidConfig(format!("vm_sublanes = {sublanes}; use 4 or 8")));
         }
@@ -297,6 +306,7 @@ impl Runtime {
                 (layout::LANES_CONSTANT_ID, lanes),
                 (layout::LANES_VALUE_CONSTANT_ID, lanes),
                 (layout::VM_GROUPS_CONSTANT_ID, sublanes / 4),
+                (layout::VM_CONVERGED_CONSTANT_ID, u32::from(converged)),
             ],
         )?;
         let mut dispatcher = Dispatcher::new(&ctx)?;
@@ -370,6 +380,7 @@ impl Runtime {
             workgroups,
             lanes,
             vm_lanes: lanes * sublanes,
+            vm_converged: converged,
             kernel_statistics: pipeline.statistics(),
             epoch_budget,
             idle_polls: params.idle_limit,

@@ -252,10 +252,13 @@ fn a_thousand_random_programs_agree_with_the_reference_interpreter() {
 }
 
 fn differential(sublanes: u32) {
+    // The converged dispatcher too, which lavapipe leaves off by default.
     let rt = TestRuntime::new(megaring::RuntimeConfig {
         vm_sublanes: Some(sublanes),
+        vm_converged: Some(true),
         ..config()
     });
+    assert!(rt.info().vm_converged);
     let lanes = rt.info().vm_lanes;
     let seed = std::env::var("MEGARING_DIFF_SEED")
         .ok()

@@ -278,6 +278,7 @@ fn info(config: RuntimeConfig, json: bool) -> megaring::Result<()> {
             "workgroups": i.workgroups,
             "lanes": i.lanes,
             "vm_lanes": i.vm_lanes,
+            "vm_converged": i.vm_converged,
             "kernel_statistics": i.kernel_statistics.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "epoch_budget": i.epoch_budget,
             "idle_polls": i.idle_polls,
@@ -339,8 +340,11 @@ fn info(config: RuntimeConfig, json: bool) -> megaring::Result<()> {
             }
         );
         println!(
-            "Resident workgroups: {} x {} lanes ({} VM lanes)",
-            i.workgroups, i.lanes, i.vm_lanes
+            "Resident workgroups: {} x {} lanes ({} VM lanes; converged dispatcher {})",
+            i.workgroups,
+            i.lanes,
+            i.vm_lanes,
+            if i.vm_converged { "on" } else { "off" }
         );
         if !i.kernel_statistics.is_empty() {
             let stats: Vec<String> = i.kernel_statistics.iter().map(|(k, v)| format!("{k} {v}")).collect();
