@@ -277,9 +277,9 @@ void vm_store4(VmBuffer desc, uvec4 index, bvec4 go, uvec4 k0, uvec4 k1, uvec4 k
         }) break;
 
 // The instructions that only compute r[d] from a = r[a], b = r[b], imm and the job, for a
-// group of four lanes g (VM_PURE), or r[d + k] from r[a + k], r[b + k] (VM_PURE4). Both dispatchers in run_vm expand VM_PURE_OPS; the converged one
-// leaves out crc32.mul (VM_CHEAP_OPS: about 700 GPU instructions, rare, and it doubled
-// lavapipe's compile time).
+// group of four lanes g (VM_PURE), or r[d + k] from r[a + k], r[b + k] (VM_PURE4). The
+// per-lane dispatcher expands VM_PURE_OPS; the converged one VM_CHEAP_OPS, without
+// crc32.mul (about 700 GPU instructions and rare; it added 3 s to lavapipe's cold compile).
 #define VM_CHEAP_OPS \
     VM_LANEWISE_OPS \
     VM_PURE(OP_MOVI, uvec4(imm)) \

@@ -56,8 +56,8 @@ pub struct RuntimeConfig {
     pub vm_sublanes: Option<u32>,
     /// Whether the interpreter runs lanes in lock step through its converged dispatcher
     /// (docs/bytecode.md, "Lanes in lock step"). `None` picks on, except on lavapipe: there
-    /// the dispatcher made the ingest tests' `crc32` and `lines` scans 2-4x slower (the CPU
-    /// runs both dispatchers' code for its SIMD lanes). Results are the same either way.
+    /// the dispatcher made the ingest tests' `crc32` and `lines` scans about 2x slower.
+    /// Results are the same either way.
     pub vm_converged: Option<bool>,
     /// Loop iterations one invocation may run per epoch; `None` picks per device
     /// (60,000 on lavapipe, which cuts loops at 65,535; 2^24 elsewhere).
