@@ -119,6 +119,17 @@ fn info_reports_mode_and_ring_memory() {
     ] {
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
     }
+    // The converged dispatcher is on by default except on lavapipe (llvmpipe).
+    let out = megaring(&["info", "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info --json prints JSON");
+    let lavapipe = info["driver"].as_str().unwrap_or("").contains("llvmpipe");
+    assert_eq!(info["vm_converged"], serde_json::Value::Bool(!lavapipe), "{info}");
+    let shown = if lavapipe {
+        "converged dispatcher off"
+    } else {
+        "converged dispatcher on"
+    };
+    assert!(stdout.contains(shown), "missing `{shown}` in:\n{stdout}");
 }
 
 /// Pseudo-random text-like bytes with newlines and overlapping repeats of `ab`.
