@@ -245,25 +245,35 @@ void vm_store4(VmBuffer desc, uvec4 index, bvec4 go, uvec4 k0, uvec4 k1, uvec4 k
     }
 }
 
-// The lane-wise ops that also have a four-register form (isa::X4_OPS): scalar opcode, x4
-// opcode, r[d] as an expression of a = r[a] and b = r[b].
-#define VM_LANEWISE_OPS \
-    VM_LANEWISE(OP_ADD, OP_ADD_X4, a + b) \
-    VM_LANEWISE(OP_SUB, OP_SUB_X4, a - b) \
-    VM_LANEWISE(OP_MUL, OP_MUL_X4, a * b) \
-    VM_LANEWISE(OP_AND, OP_AND_X4, a & b) \
-    VM_LANEWISE(OP_OR, OP_OR_X4, a | b) \
-    VM_LANEWISE(OP_XOR, OP_XOR_X4, a ^ b) \
-    VM_LANEWISE(OP_FADD, OP_FADD_X4, vm_u(vm_f(a) + vm_f(b))) \
-    VM_LANEWISE(OP_FSUB, OP_FSUB_X4, vm_u(vm_f(a) - vm_f(b))) \
-    VM_LANEWISE(OP_FMUL, OP_FMUL_X4, vm_u(vm_f(a) * vm_f(b)))
-#define VM_LANEWISE(code, code4, expr) VM_PURE(code, expr) VM_PURE4(code4, expr)
+// The lane-wise ops that also have a four-register form (isa::X4_OPS), as X(scalar opcode,
+// x4 opcode, r[d] as an expression of a = r[a] and b = r[b]).
+#define VM_LANEWISE_OPS(X) \
+    X(OP_ADD, OP_ADD_X4, a + b) \
+    X(OP_SUB, OP_SUB_X4, a - b) \
+    X(OP_MUL, OP_MUL_X4, a * b) \
+    X(OP_AND, OP_AND_X4, a & b) \
+    X(OP_OR, OP_OR_X4, a | b) \
+    X(OP_XOR, OP_XOR_X4, a ^ b) \
+    X(OP_FADD, OP_FADD_X4, vm_u(vm_f(a) + vm_f(b))) \
+    X(OP_FSUB, OP_FSUB_X4, vm_u(vm_f(a) - vm_f(b))) \
+    X(OP_FMUL, OP_FMUL_X4, vm_u(vm_f(a) * vm_f(b)))
+#define VM_BOTH_FORMS(code, code4, expr) VM_PURE(code, expr) VM_PURE4(code4, expr)
+#define VM_SCALAR_FORM(code, code4, expr) VM_PURE(code, expr)
+#define VM_X4_LABEL(code, code4, expr) case code4:
+#define VM_X4_VALUE(code, code4, expr) if (op4 == code4) return (expr);
+
+// Register k of the result of x4 opcode op4, from register k of its operands.
+uvec4 vm_lanewise4(uint op4, uvec4 a, uvec4 b) {
+    VM_LANEWISE_OPS(VM_X4_VALUE)
+    return uvec4(0u);
+}
 
 // Cases of a dispatcher's switch, which defines VM_PUT(register, group, value).
 #define VM_PURE(code, expr) \
     case code: VM_EACH(uvec4 a = VM_R(ia, g); uvec4 b = VM_R(ib, g); VM_PUT(d, g, (expr))) break;
-#define VM_PURE4(code, expr) \
-    case code: VM_EACH( \
+#define VM_PURE4(code, expr) case code: VM_GROUPS4(expr)
+#define VM_GROUPS4(expr) \
+    VM_EACH( \
         uvec4 av[4]; \
         uvec4 bv[4]; \
         [[unroll]] for (uint k = 0u; k < 4u; k++) { \
@@ -278,10 +288,14 @@ void vm_store4(VmBuffer desc, uvec4 index, bvec4 go, uvec4 k0, uvec4 k1, uvec4 k
 
 // The instructions that only compute r[d] from a = r[a], b = r[b], imm and the job, for a
 // group of four lanes g (VM_PURE), or r[d + k] from r[a + k], r[b + k] (VM_PURE4). The
-// per-lane dispatcher expands VM_PURE_OPS; the converged one VM_CHEAP_OPS, without
-// crc32.mul (about 700 GPU instructions and rare; it added 3 s to lavapipe's cold compile).
+// converged dispatcher expands VM_CHEAP_OPS: a case per x4 op, and no crc32.mul (about 700
+// GPU instructions and rare; it added 3 s to lavapipe's cold compile). The per-lane one
+// expands VM_PURE_OPS: all x4 ops share one case (vm_lanewise4), which keeps the code
+// lavapipe runs small (a case each made its ingest scans 1.6x slower).
 #define VM_CHEAP_OPS \
-    VM_LANEWISE_OPS \
+    VM_LANEWISE_OPS(VM_BOTH_FORMS) \
+    VM_OTHER_PURE_OPS
+#define VM_OTHER_PURE_OPS \
     VM_PURE(OP_MOVI, uvec4(imm)) \
     VM_PURE(OP_MOV, a) \
     VM_PURE(OP_SEL, mix(b, a, notEqual(VM_R(imm & 31u, g), uvec4(0u)))) \
@@ -319,7 +333,11 @@ void vm_store4(VmBuffer desc, uvec4 index, bvec4 go, uvec4 k0, uvec4 k1, uvec4 k
     VM_PURE(OP_TILE_BEGIN, uvec4(job.tile_begin)) \
     VM_PURE(OP_ARG, uvec4(imm == 0u ? job.arg0 : (imm == 1u ? job.arg1 : (imm == 2u ? job.arg2 : job.arg3)))) \
     VM_PURE(OP_BUFLEN, uvec4(uint(s_vm_table[imm & 7u].bytes)))
-#define VM_PURE_OPS VM_CHEAP_OPS VM_PURE(OP_CRC32MUL, vm_crc_mul(a, b))
+#define VM_PURE_OPS \
+    VM_LANEWISE_OPS(VM_SCALAR_FORM) \
+    VM_OTHER_PURE_OPS \
+    VM_PURE(OP_CRC32MUL, vm_crc_mul(a, b)) \
+    VM_LANEWISE_OPS(VM_X4_LABEL) VM_GROUPS4(vm_lanewise4(op, a, b))
 
 void run_vm(SqEntry job, out uint status, out uvec4 results) {
     VmProgramRef prog = VmProgramRef(job.buf0);
