@@ -890,7 +890,8 @@ impl Drop for JobHandle {
 
 /// How long the first launch may take to become resident. lavapipe (llvmpipe) compiles a
 /// compute shader at its first dispatch, not at pipeline creation: from a cold shader cache
-/// the megakernel took 9-21 s on a 2-core machine, longer than `hang_timeout`.
+/// the megakernel took 8.6-25 s on a 2-core machine (more with 8 VM lanes per invocation),
+/// longer than `hang_timeout`.
 const FIRST_DISPATCH_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Launches the kernel, waits for it to be resident, and pings it through the ring.
