@@ -172,7 +172,7 @@ impl<'a> Assembler<'a> {
                 line.comma()?;
                 i.a = line.register()?;
             }
-            Form::DAB => {
+            Form::DAB | Form::DAB4 => {
                 i.d = line.register()?;
                 line.comma()?;
                 i.a = line.register()?;
@@ -185,13 +185,6 @@ impl<'a> Assembler<'a> {
                 i.a = line.register()?;
                 line.comma()?;
                 i.imm = line.immediate()?;
-            }
-            Form::DAB4 => {
-                i.d = line.register()?;
-                line.comma()?;
-                i.a = line.register()?;
-                line.comma()?;
-                i.b = line.register()?;
             }
             Form::Select => {
                 i.d = line.register()?;
