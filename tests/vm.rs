@@ -9,6 +9,15 @@ use megaring::vm::interp::{self, Launch};
 use megaring::vm::{verify, ProgramBuilder, VerifiedProgram};
 use megaring::{Error, Job, Placement, RuntimeConfig};
 
+/// The interpreter as GPUs run it: with the converged dispatcher, also on lavapipe (where it
+/// is off by default), so these tests cover its fault and hand-back paths.
+fn converged_config() -> RuntimeConfig {
+    RuntimeConfig {
+        vm_converged: Some(true),
+        ..config()
+    }
+}
+
 /// Sums buffer 0's u32 elements 0..grid, lanes striding, then a reduction; lane 0 also
 /// stores the total at element `arg 0` of buffer 1.
 fn sum_program() -> VerifiedProgram {
@@ -32,10 +41,7 @@ fn sum_program() -> VerifiedProgram {
 
 #[test]
 fn a_reduction_program_gives_what_the_reference_interpreter_gives() {
-    let rt = TestRuntime::new(RuntimeConfig {
-        vm_converged: Some(true), // as on GPUs: the fault paths of the converged dispatcher
-        ..config()
-    });
+    let rt = TestRuntime::new(converged_config());
     let n = 1000u32;
     let data: Vec<u32> = (0..n).map(|i| i.wrapping_mul(2_654_435_761)).collect();
     let input = rt.alloc_u32(u64::from(n), Placement::DeviceShared).unwrap();
@@ -106,10 +112,7 @@ fn expect_fault(
 
 #[test]
 fn every_fault_code_is_reported_and_the_kernel_serves_the_next_job() {
-    let rt = TestRuntime::new(RuntimeConfig {
-        vm_converged: Some(true), // as on GPUs: the fault paths of the converged dispatcher
-        ..config()
-    });
+    let rt = TestRuntime::new(converged_config());
     let small = rt.alloc_u32(4, Placement::DeviceShared).unwrap();
     let table = rt.buffer_table(&[&small]).unwrap();
 
@@ -153,10 +156,7 @@ fn every_fault_code_is_reported_and_the_kernel_serves_the_next_job() {
 
 #[test]
 fn an_assembled_program_runs_as_the_readme_shows() {
-    let rt = TestRuntime::new(RuntimeConfig {
-        vm_converged: Some(true), // as on GPUs: the fault paths of the converged dispatcher
-        ..config()
-    });
+    let rt = TestRuntime::new(converged_config());
     let data = rt.alloc_u32(1024, Placement::DeviceShared).unwrap();
     let values: Vec<u32> = (0..1024).map(|i| i * 7 + 1).collect();
     data.write_u32(0, &values).unwrap();
