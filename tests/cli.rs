@@ -282,3 +282,58 @@ fn scan_count_byte_without_byte_names_the_missing_option() {
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(stderr.contains("--byte"), "{stderr}");
 }
+
+#[test]
+fn bench_vm_measures_a_replacement_program_and_checks_its_result() {
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    // A plain strided sum in place of the library's sum-u32 (one tile: tile.begin is 0).
+    let plain = temp_file(
+        "sum.asm",
+        b"        lane r1
+        grid r2
+        lanes r3
+    top: ltu r4, r1, r2
+        brz r4, done
+        ld32 r5, b0[r1]
+        add r6, r6, r5
+        add r1, r1, r3
+        jmp top
+    done: red.add r7, r6
+        result 0, r7
+        halt
+",
+    );
+    let arg = format!("sum-u32={}", plain.display());
+    let out = megaring(&[
+        "bench",
+        "vm",
+        "--elements",
+        "2000",
+        "--samples",
+        "1",
+        "--program",
+        &arg,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = rows.as_array().expect("an array");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["program"], "sum-u32");
+    assert!(rows[0]["interpreted_over_native_p50"].as_f64().unwrap() > 0.0);
+
+    // A replacement that computes something else is caught, and so is an unknown name.
+    let wrong = temp_file("zero.asm", b"        halt\n");
+    let arg = format!("sum-u32={}", wrong.display());
+    let out = megaring(&["bench", "vm", "--elements", "2000", "--samples", "1", "--program", &arg]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("results differ"),
+        "{out:?}"
+    );
+    let out = megaring(&["bench", "vm", "--program", "sum-u64"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use one of"), "{out:?}");
+    let _ = std::fs::remove_file(plain);
+    let _ = std::fs::remove_file(wrong);
+}

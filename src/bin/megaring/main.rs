@@ -148,9 +148,21 @@ struct VmArgs {
     /// Runs per side.
     #[arg(long, default_value_t = 10)]
     samples: usize,
+    /// Programs to compare, in order (default: sum-u32, saxpy, crc32); may repeat. NAME=FILE
+    /// runs the assembly in FILE in place of library program NAME (same buffers, arguments
+    /// and results, four times its fuel; checked against the native result).
+    #[arg(long = "program", value_parser = parse_program)]
+    programs: Vec<(String, Option<std::path::PathBuf>)>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_program(s: &str) -> Result<(String, Option<std::path::PathBuf>), String> {
+    Ok(match s.split_once('=') {
+        Some((name, file)) => (name.to_string(), Some(file.into())),
+        None => (s.to_string(), None),
+    })
 }
 
 /// Options of `megaring bench latency`.
@@ -528,7 +540,22 @@ fn bench_ingest(config: RuntimeConfig, args: IngestArgs) -> Result<(), Box<dyn s
 fn bench_vm(config: RuntimeConfig, args: VmArgs) -> Result<(), Box<dyn std::error::Error>> {
     let lavapipe = list_devices()?.iter().all(|d| d.lavapipe);
     let elements = args.elements.unwrap_or(if lavapipe { 2_000 } else { 1 << 24 });
-    let results = bench::vm_vs_native(&config, elements, args.tiles.max(1), args.samples.max(1))?;
+    let chosen = if args.programs.is_empty() {
+        bench::VM_PROGRAMS.iter().map(|p| (p.to_string(), None)).collect()
+    } else {
+        args.programs
+    };
+    let mut programs = Vec::new();
+    for (name, file) in &chosen {
+        let source = match file {
+            Some(file) => {
+                Some(std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?)
+            }
+            None => None,
+        };
+        programs.push((name.as_str(), source));
+    }
+    let results = bench::vm_vs_native(&config, &programs, elements, args.tiles.max(1), args.samples.max(1))?;
     if args.json {
         let value = serde_json::json!(results.iter().map(|r| r.to_json()).collect::<Vec<_>>());
         println!("{}", serde_json::to_string_pretty(&value)?);
