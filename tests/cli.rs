@@ -287,22 +287,7 @@ fn scan_count_byte_without_byte_names_the_missing_option() {
 fn bench_vm_measures_a_replacement_program_and_checks_its_result() {
     let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
     // A plain strided sum in place of the library's sum-u32 (one tile: tile.begin is 0).
-    let plain = temp_file(
-        "sum.asm",
-        b"        lane r1
-        grid r2
-        lanes r3
-    top: ltu r4, r1, r2
-        brz r4, done
-        ld32 r5, b0[r1]
-        add r6, r6, r5
-        add r1, r1, r3
-        jmp top
-    done: red.add r7, r6
-        result 0, r7
-        halt
-",
-    );
+    let plain = temp_file("sum.asm", common::STRIDED_SUM_ASM.as_bytes());
     let arg = format!("sum-u32={}", plain.display());
     let out = megaring(&[
         "bench",

@@ -160,21 +160,7 @@ fn an_assembled_program_runs_as_the_readme_shows() {
     let data = rt.alloc_u32(1024, Placement::DeviceShared).unwrap();
     let values: Vec<u32> = (0..1024).map(|i| i * 7 + 1).collect();
     data.write_u32(0, &values).unwrap();
-    let source = "
-        lane r1
-        grid r2
-        lanes r3
-    top: ltu r4, r1, r2
-        brz r4, done
-        ld32 r5, b0[r1]
-        add r6, r6, r5
-        add r1, r1, r3
-        jmp top
-    done: red.add r7, r6
-        result 0, r7
-        halt
-";
-    let program = verify(&megaring::vm::assemble(source).unwrap(), 1).unwrap();
+    let program = verify(&megaring::vm::assemble(common::STRIDED_SUM_ASM).unwrap(), 1).unwrap();
     let program = rt.load_program(program).unwrap();
     let table = rt.buffer_table(&[&data]).unwrap();
     let sum = rt

@@ -109,3 +109,19 @@ pub fn text(len: usize, seed: u32, alphabet: &[u8]) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The README's program: a strided wrapping u32 sum of b0's `grid` words -> result 0.
+pub const STRIDED_SUM_ASM: &str = "
+        lane r1
+        grid r2
+        lanes r3
+    top: ltu r4, r1, r2
+        brz r4, done
+        ld32 r5, b0[r1]
+        add r6, r6, r5
+        add r1, r1, r3
+        jmp top
+    done: red.add r7, r6
+        result 0, r7
+        halt
+";
