@@ -183,6 +183,43 @@ fn more_spread_jobs_than_the_open_list_holds_all_finish() {
 }
 
 #[test]
+fn tile_results_stay_each_jobs_own_when_result_buffers_are_reused() {
+    let rt = TestRuntime::new(two_workgroups());
+    let program = load(&rt);
+    // Rounds of jobs of other shapes, in flight together: a finished job's result buffer
+    // goes to a later job, never to one in flight, and a larger job gets a larger one.
+    for round in 0..3u32 {
+        let shapes = [(1200, 100), (400, 100), (900, 300), (2000, 100)];
+        let submitted: Vec<_> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, &(grid, tile))| {
+                (
+                    grid,
+                    tile,
+                    submit_fresh(&rt, &program, grid, tile, 10 * round + k as u32),
+                )
+            })
+            .collect();
+        for (k, (grid, tile, (out, handle))) in submitted.into_iter().enumerate() {
+            let tiles = handle.wait().unwrap();
+            assert_eq!(tiles.len() as u32, grid.div_ceil(tile), "round {round} job {k}");
+            for (t, c) in tiles.iter().enumerate() {
+                let begin = t as u32 * tile;
+                let end = (begin + tile).min(grid);
+                assert_eq!(
+                    c.results[..3],
+                    [begin, end, end - begin],
+                    "round {round} job {k} tile {t}"
+                );
+            }
+            assert_filled(&out, 10 * round + k as u32, &format!("round {round} job {k}"));
+        }
+    }
+    rt.finish();
+}
+
+#[test]
 fn spread_jobs_run_in_batch_mode_too() {
     // No resident kernel: each launch drains what is pending and exits when idle; the
     // supervisor launches again while the spread job is open.
