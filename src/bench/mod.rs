@@ -325,6 +325,22 @@ fn vm_input(elements: u32) -> Vec<u32> {
 /// The `saxpy` coefficient the comparison uses.
 const SAXPY_A: f32 = 0.75;
 
+/// How long `bench vm` runs each side before it samples. On the H100 the first runs of a
+/// fresh machine took twice as long (0.67-0.70 ms instead of 0.33-0.39 for `sum-u32`) for
+/// up to a few hundred milliseconds, which one discarded run did not cover.
+const WARM_UP: Duration = Duration::from_millis(500);
+
+/// Runs `run` until [`WARM_UP`] has passed, at least once.
+fn warm_up<T>(mut run: impl FnMut() -> Result<T>) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        run()?;
+        if start.elapsed() >= WARM_UP {
+            return Ok(());
+        }
+    }
+}
+
 /// Grid, tile and tile count of `program` over `elements` words in `tiles` tiles: `crc32`
 /// counts bytes; tiles are a multiple of 16 (whole quads of u32 words for `ld32x4`).
 fn vm_grid(program: &str, elements: u32, tiles: u32) -> (u32, u32, u32) {
@@ -554,8 +570,8 @@ pub fn vm_vs_native(
         let ctx = Arc::new(Context::new(&config.device, config.validation)?);
         let lanes = config.lanes.unwrap_or(if ctx.caps().lavapipe { 8 } else { 64 });
         let mut native = NativeBaseline::new(&ctx, name, lanes, elements, tiles)?;
-        let mut native_times = (0..=samples).map(|_| native.run()).collect::<Result<Vec<_>>>()?;
-        native_times.remove(0); // warm-up
+        warm_up(|| native.run())?;
+        let mut native_times = (0..samples).map(|_| native.run()).collect::<Result<Vec<_>>>()?;
         let native_out = native.output();
         drop((native, ctx));
 
@@ -571,14 +587,14 @@ pub fn vm_vs_native(
         })
         .or_else(|_| Runtime::new(runtime_config))?;
         let interpreted = InterpretedRun::with_source(&runtime, name, source.as_deref(), elements, tiles)?;
-        let mut times = Vec::with_capacity(samples + 1);
+        warm_up(|| interpreted.run(&runtime))?;
+        let mut times = Vec::with_capacity(samples);
         let mut last = [0u32; 4];
-        for _ in 0..=samples {
+        for _ in 0..samples {
             let (time, results) = interpreted.run(&runtime)?;
             times.push(time);
             last = results;
         }
-        times.remove(0);
         let agree = match name {
             "saxpy" => interpreted.output()? == native_out[..elements as usize],
             "crc32" => {
