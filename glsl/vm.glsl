@@ -15,8 +15,11 @@
 //
 // Phases: lanes run until they halt, fault, run out of fuel or reach a reduction; then
 // every invocation summarises its lanes in shared memory, all meet at a barrier, and
-// every invocation computes the same decision with an unrolled scan (no loop inside a
-// lane-0-only branch, and no loop iterations for lavapipe to count). The program was
+// every invocation computes the same decision. The common ends (every lane halted, or all
+// waiting at one integer reduction) are folded with shared atomics before the barrier;
+// the others (a fault, lanes apart, a float reduction, whose fold follows lane order) take
+// an unrolled scan of the summaries (no loop inside a lane-0-only branch, and no loop
+// iterations for lavapipe to count; on the H100 the scan cost 6-9 us a phase). The program was
 // verified on the host; the device still bounds-checks every memory access and stops at
 // fuel exhaustion.
 #ifndef MEGARING_VM_GLSL
@@ -65,6 +68,27 @@ shared uint s_vm_pc[MAX_LANES];
 shared uint s_vm_value[MAX_LANES];
 shared uint s_vm_sub[MAX_LANES];
 shared uint s_vm_div[MAX_LANES];
+// The phase end's fast path, two sets used in turn (phase parity): VM_FAST_COMPLEX (non-zero:
+// some invocation faulted, went apart or waits at a float reduction), the lowest and highest
+// program counter of the invocations waiting at a reduction, and the sum, minimum and
+// maximum of their operands. Folded with shared atomics; the full scan runs only when needed.
+const uint VM_FAST_COMPLEX = 0u;
+const uint VM_FAST_PC_LO = 1u;
+const uint VM_FAST_PC_HI = 2u;
+const uint VM_FAST_SUM = 3u;
+const uint VM_FAST_MIN = 4u;
+const uint VM_FAST_MAX = 5u;
+shared uint s_vm_fast[2][6];
+
+// Sets the fast path's set `p` to its identities (one invocation, before a barrier).
+void vm_fast_reset(uint p) {
+    s_vm_fast[p][VM_FAST_COMPLEX] = 0u;
+    s_vm_fast[p][VM_FAST_PC_LO] = VM_NONE;
+    s_vm_fast[p][VM_FAST_PC_HI] = 0u;
+    s_vm_fast[p][VM_FAST_SUM] = 0u;
+    s_vm_fast[p][VM_FAST_MIN] = 0xFFFFFFFFu;
+    s_vm_fast[p][VM_FAST_MAX] = 0u;
+}
 
 // Loop iterations vm_init costs one invocation (the host's Job::launch_cost).
 const uint VM_INIT_COST = ((VM_CRC_TABLE + LANES - 1u) / LANES) * ITERATIONS_PER_STEP;
@@ -353,6 +377,10 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
     for (uint k = lane; k < VM_MAX_BUFFERS; k += LANES) {
         s_vm_table[k] = table.b[k];
     }
+    if (lane == 0u) {
+        vm_fast_reset(0u);
+        vm_fast_reset(1u);
+    }
     barrier();
 
     // Register i of group g; the body of VM_EACH runs once per group, with g a constant.
@@ -402,6 +430,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
     uint cpc = 0u;
     uint headroom = 0u;
     uint burned = 0u;
+    uint phase = 0u;
     for (;;) {
         // Run this invocation's lanes until every one has stopped. Every iteration of the
         // step loop runs an instruction for at least one lane or stops one for lack of fuel
@@ -743,6 +772,24 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
         s_vm_value[lane] = faulted ? fdetail : wvalue;
         s_vm_sub[lane] = faulted ? fsub : wsub;
         s_vm_div[lane] = div;
+        // The common phase ends (every lane halted, or all waiting at one integer reduction)
+        // need no scan: fold what they need with shared atomics.
+        uint p = phase & 1u;
+        bool waits = !faulted && wsub != VM_NONE;
+        bool integer = wop == OP_RED_ADD || wop == OP_RED_MIN || wop == OP_RED_MAX;
+        if (faulted || div != VM_NONE || (waits && !integer)) {
+            atomicOr(s_vm_fast[p][VM_FAST_COMPLEX], 1u);
+        } else if (waits) {
+            atomicMin(s_vm_fast[p][VM_FAST_PC_LO], wpc);
+            atomicMax(s_vm_fast[p][VM_FAST_PC_HI], wpc);
+            if (wop == OP_RED_ADD) {
+                atomicAdd(s_vm_fast[p][VM_FAST_SUM], wvalue);
+            } else if (wop == OP_RED_MIN) {
+                atomicMin(s_vm_fast[p][VM_FAST_MIN], wvalue);
+            } else {
+                atomicMax(s_vm_fast[p][VM_FAST_MAX], wvalue);
+            }
+        }
         memoryBarrierShared();
         barrier();
         // ... then every invocation reaches the same decision from all summaries.
@@ -753,31 +800,44 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
         uint value = 0u;
         uint red_pc = 0u;
         uint red_op = 0u;
-        [[unroll]] for (uint k = 0u; k < MAX_LANES; k++) {
-            if (k < LANES) {
-                uint st = s_vm_state[k];
-                if (st >= VM_FAULTED && fault_lane == VM_NONE) {
-                    fault_lane = k;
-                }
-                if (st == VM_AT_REDUCTION) {
-                    uint inner = s_vm_div[k];
-                    if (first == VM_NONE) {
-                        first = k;
-                        red_pc = s_vm_pc[k];
-                        value = s_vm_value[k];
-                        red_op = VM_INSN(red_pc).x & 0xFFu;
-                    } else if (s_vm_pc[k] != red_pc) {
-                        if (diverged == VM_NONE) {
-                            diverged = k * VM_SUBLANES + s_vm_sub[k];
-                            diverged_pc = s_vm_pc[k];
-                        }
-                        inner = VM_NONE;
-                    } else {
-                        value = vm_combine(red_op, value, s_vm_value[k]);
+        uint pc_lo = s_vm_fast[p][VM_FAST_PC_LO];
+        bool fast = s_vm_fast[p][VM_FAST_COMPLEX] == 0u
+            && (pc_lo == VM_NONE || pc_lo == s_vm_fast[p][VM_FAST_PC_HI]);
+        if (fast && pc_lo != VM_NONE) {
+            // All waiting lanes stand at one integer reduction: their fold in any order.
+            first = 0u;
+            red_pc = pc_lo;
+            red_op = VM_INSN(red_pc).x & 0xFFu;
+            uint fold = red_op == OP_RED_ADD ? VM_FAST_SUM : (red_op == OP_RED_MIN ? VM_FAST_MIN : VM_FAST_MAX);
+            value = s_vm_fast[p][fold];
+        }
+        if (!fast) {
+            [[unroll]] for (uint k = 0u; k < MAX_LANES; k++) {
+                if (k < LANES) {
+                    uint st = s_vm_state[k];
+                    if (st >= VM_FAULTED && fault_lane == VM_NONE) {
+                        fault_lane = k;
                     }
-                    if (inner != VM_NONE && diverged == VM_NONE) {
-                        diverged = k * VM_SUBLANES + (inner & 0xFFu);
-                        diverged_pc = inner >> 8;
+                    if (st == VM_AT_REDUCTION) {
+                        uint inner = s_vm_div[k];
+                        if (first == VM_NONE) {
+                            first = k;
+                            red_pc = s_vm_pc[k];
+                            value = s_vm_value[k];
+                            red_op = VM_INSN(red_pc).x & 0xFFu;
+                        } else if (s_vm_pc[k] != red_pc) {
+                            if (diverged == VM_NONE) {
+                                diverged = k * VM_SUBLANES + s_vm_sub[k];
+                                diverged_pc = s_vm_pc[k];
+                            }
+                            inner = VM_NONE;
+                        } else {
+                            value = vm_combine(red_op, value, s_vm_value[k]);
+                        }
+                        if (inner != VM_NONE && diverged == VM_NONE) {
+                            diverged = k * VM_SUBLANES + (inner & 0xFFu);
+                            diverged_pc = inner >> 8;
+                        }
                     }
                 }
             }
@@ -802,6 +862,11 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 stv[g] = mix(stv[g], uvec4(VM_RUNNING), waiting);
             )
         }
+        if (lane == 0u) {
+            vm_fast_reset(p ^ 1u); // the next phase's set: the last phase read it before its end
+        }
+        phase += 1u;
+        memoryBarrierShared();
         barrier(); // the shared summaries are rewritten by the next phase
         if (leave) {
             break;
