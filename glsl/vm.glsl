@@ -400,7 +400,9 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
 
     uvec4 r[32u * VM_MAX_GROUPS];
     [[unroll]] for (uint k = 0u; k < 32u * VM_MAX_GROUPS; k++) {
-        r[k] = uvec4(0u);
+        if (k < 32u * VM_GROUPS) { // the other groups' registers are never read
+            r[k] = uvec4(0u);
+        }
     }
     // Per lane: program counter, fuel left, state, fault status, and the fault's detail
     // or the reduction operand.
