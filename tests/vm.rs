@@ -1,4 +1,5 @@
-//! The GPU interpreter against the CPU reference on the real device: a reduction program,
+//! The GPU interpreter against the CPU reference on the real device: reduction programs (also
+//! after some lanes halted, through both ways a phase ends),
 //! each fault code, and the kernel serving the next job after a fault.
 
 mod common;
@@ -72,6 +73,72 @@ fn a_reduction_program_gives_what_the_reference_interpreter_gives() {
         bytemuck::cast_slice::<u8, u32>(&buffers[1])
     );
     rt.finish();
+}
+
+/// Lanes from `arg 0` on halt first; the others meet at integer reductions (folded without
+/// the scan of lane summaries), then at a float one (folded in lane order by the scan).
+const HALF_HALTED_REDUCTIONS: &str = "
+        lane r1
+        arg r2, 0
+        ltu r3, r1, r2
+        brnz r3, go
+        halt
+    go: addi r4, r1, 7
+        red.add r5, r4
+        red.min r6, r4
+        movi r9, 1000
+        sub r10, r9, r1
+        red.max r7, r10
+        red.max r11, r1
+        add r11, r11, r7
+        u2f r12, r4
+        red.fmin r13, r12
+        f2u r13, r13
+        result 0, r5
+        result 1, r6
+        result 2, r11
+        result 3, r13
+        halt
+";
+
+#[test]
+fn reductions_after_some_lanes_halted_equal_the_reference() {
+    let program = verify(&megaring::vm::assemble(HALF_HALTED_REDUCTIONS).unwrap(), 0).unwrap();
+    for converged in [false, true] {
+        let rt = TestRuntime::new(RuntimeConfig {
+            vm_converged: Some(converged),
+            ..config()
+        });
+        let lanes = rt.info().vm_lanes;
+        let loaded = rt.load_program(program.clone()).unwrap();
+        let table = rt.buffer_table(&[]).unwrap();
+        // All lanes, all but one invocation's worth, one lane into an invocation, one lane.
+        for taking_part in [lanes, lanes - 4, lanes / 2 + 1, 1] {
+            let args = [taking_part, 0, 0, 0];
+            let done = rt
+                .submit(Job::program(&loaded, &table, lanes, args, 100).unwrap())
+                .unwrap()
+                .wait()
+                .unwrap();
+            let launch = Launch {
+                lanes,
+                grid: lanes,
+                tile_begin: 0,
+                args,
+                fuel: 100,
+            };
+            let reference = interp::run(&program, &launch, &mut Vec::new());
+            assert_eq!(reference.status, p::STATUS_OK);
+            let sum = (0..taking_part).map(|l| l + 7).sum::<u32>();
+            let want = [sum, 7, taking_part - 1 + 1000, 7];
+            assert_eq!(reference.results, want, "reference, {taking_part} lanes taking part");
+            assert_eq!(
+                done.results, want,
+                "device (converged: {converged}), {taking_part} lanes taking part"
+            );
+        }
+        rt.finish();
+    }
 }
 
 fn expect_fault(
