@@ -330,6 +330,16 @@ const SAXPY_A: f32 = 0.75;
 /// up to a few hundred milliseconds, which one discarded run did not cover.
 const WARM_UP: Duration = Duration::from_millis(500);
 
+/// Zeroes the first `words` u32 words of a host-mapped buffer and returns once the writes
+/// have reached the device: posted writes may still be crossing PCIe, and a read after them
+/// cannot pass them. So a run timed next does not pay for them.
+fn clear_landed(buffer: &Buffer, words: u64) {
+    let words = words.max(1);
+    buffer.write_bytes(0, &vec![0u8; words as usize * 4]);
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    buffer.read_bytes((words - 1) * 4, &mut [0u8; 4]);
+}
+
 /// Runs `run` until [`WARM_UP`] has passed, at least once.
 fn warm_up<T>(mut run: impl FnMut() -> Result<T>) -> Result<()> {
     let start = Instant::now();
@@ -415,11 +425,7 @@ impl NativeBaseline {
         } else {
             2 * self.tiles
         };
-        self.y.write_bytes(0, &vec![0u8; words as usize * 4]);
-        // Posted writes may still be crossing PCIe: a read after them cannot pass them, so
-        // it returns once they have landed, before the clock starts.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        self.y.read_bytes(u64::from(words.max(1) - 1) * 4, &mut [0u8; 4]);
+        clear_landed(&self.y, u64::from(words));
         let start = Instant::now();
         self.dispatcher.submit()?;
         self.dispatcher.wait(Duration::from_secs(600))?;
@@ -533,10 +539,7 @@ impl InterpretedRun {
         // words); sum-u32 writes nothing there. Clearing its 256 MiB anyway, with the writes
         // still crossing PCIe at submission, made the H100 runs 14-20 us slower.
         if self.name != "sum-u32" {
-            let words = self.y.len_u32();
-            self.y.write_u32(0, &vec![0u32; words as usize])?;
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            self.y.read_u32(words - 1, 1)?;
+            clear_landed(&self.y.0, self.y.len_u32());
         }
         let args = [SAXPY_A.to_bits(), self.tile, 0, 0];
         let start = Instant::now();
