@@ -522,6 +522,36 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                         )
                         break;
                     }
+                    case OP_ADD_X4M:
+                    case OP_SUB_X4M:
+                    case OP_MUL_X4M:
+                    case OP_AND_X4M:
+                    case OP_OR_X4M:
+                    case OP_XOR_X4M:
+                    case OP_FADD_X4M:
+                    case OP_FSUB_X4M:
+                    case OP_FMUL_X4M: {
+                        VmBuffer desc = s_vm_table[imm & 7u];
+                        VM_EACH(leave = leave || !all(vm_in_range4(desc, VM_R(ia, g)));)
+                        if (leave) {
+                            break;
+                        }
+                        uint op4 = op - OP_ADD_X4M + OP_ADD_X4;
+                        uint base = min(d, 28u);
+                        uint src = min(ib, 28u);
+                        VM_EACH(
+                            uvec4 q[4];
+                            vm_load4(desc, VM_R(ia, g), bvec4(true), q[0], q[1], q[2], q[3]);
+                            uvec4 s[4];
+                            [[unroll]] for (uint k = 0u; k < 4u; k++) {
+                                s[k] = VM_R(src + k, g);
+                            }
+                            [[unroll]] for (uint k = 0u; k < 4u; k++) {
+                                VM_R(base + k, g) = vm_lanewise4(op4, q[k], s[k]);
+                            }
+                        )
+                        break;
+                    }
                     default:
                         leave = true;
                         break;
@@ -669,11 +699,23 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 break;
             }
             case OP_LD32X4:
-            case OP_ST32X4: {
+            case OP_ST32X4:
+            case OP_ADD_X4M:
+            case OP_SUB_X4M:
+            case OP_MUL_X4M:
+            case OP_AND_X4M:
+            case OP_OR_X4M:
+            case OP_XOR_X4M:
+            case OP_FADD_X4M:
+            case OP_FSUB_X4M:
+            case OP_FMUL_X4M: {
                 // Four consecutive elements per VM lane: one 16-byte access where aligned.
-                // The register group is clamped to r28..r31 (the verifier already did).
+                // The register groups are clamped to r28..r31 (the verifier already did).
+                // The x4m ops load like ld32x4, then apply their x4 op to the loaded group
+                // and the group at b.
                 VmBuffer desc = s_vm_table[imm & 7u];
-                uint base = min(op == OP_LD32X4 ? d : ib, 28u);
+                uint base = min(op == OP_ST32X4 ? ib : d, 28u);
+                uint src = min(ib, 28u);
                 VM_EACH(
                     uvec4 index = VM_R(ia, g);
                     bvec4 inside = vm_in_range4(desc, index);
@@ -682,9 +724,18 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                         VM_FAULT(g, outside, STATUS_FAULT_OUT_OF_RANGE, index);
                     }
                     bvec4 go = vm_and(m[g], inside);
-                    if (op == OP_LD32X4) {
+                    if (op != OP_ST32X4) {
                         uvec4 k[4];
                         vm_load4(desc, index, go, k[0], k[1], k[2], k[3]);
+                        if (op != OP_LD32X4) {
+                            uvec4 s[4];
+                            [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                                s[c] = VM_R(src + c, g);
+                            }
+                            [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                                k[c] = vm_lanewise4(op - OP_ADD_X4M + OP_ADD_X4, k[c], s[c]);
+                            }
+                        }
                         VM_SET_MASKED(base, g, k[0], go);
                         VM_SET_MASKED(base + 1u, g, k[1], go);
                         VM_SET_MASKED(base + 2u, g, k[2], go);

@@ -317,8 +317,28 @@ shared_constants! {
     OP_FSUB_X4 = 84;
     /// See OP_ADD_X4: `fmul`.
     OP_FMUL_X4 = 85;
+    /// Lane-wise ops with one operand group from memory: r[d + k] = (buffer imm, u32 element
+    /// r[a] + k) op r[b + k], for k = 0..3 (d, b <= 28), op as in the scalar opcode of the
+    /// same name; a load (as OP_LD32X4, faults alike) and an x4 op in one instruction.
+    OP_ADD_X4M = 86;
+    /// See OP_ADD_X4M: `sub` (element - register).
+    OP_SUB_X4M = 87;
+    /// See OP_ADD_X4M: `mul`.
+    OP_MUL_X4M = 88;
+    /// See OP_ADD_X4M: `and`.
+    OP_AND_X4M = 89;
+    /// See OP_ADD_X4M: `or`.
+    OP_OR_X4M = 90;
+    /// See OP_ADD_X4M: `xor`.
+    OP_XOR_X4M = 91;
+    /// See OP_ADD_X4M: `fadd`.
+    OP_FADD_X4M = 92;
+    /// See OP_ADD_X4M: `fsub` (element - register).
+    OP_FSUB_X4M = 93;
+    /// See OP_ADD_X4M: `fmul`.
+    OP_FMUL_X4M = 94;
     /// Number of opcodes.
-    OP_COUNT = 86;
+    OP_COUNT = 95;
 
     /// Kernel exit reason: no work for `idle_limit` consecutive polls (parked).
     EXIT_IDLE = 1;

@@ -359,3 +359,80 @@ fn consecutive_ld32x4_keep_program_order() {
     }
     rt.finish();
 }
+
+#[test]
+fn x4m_ops_equal_the_reference_with_overlapping_groups_and_faults() {
+    // Every .x4m op, aligned and unaligned, with destination and register groups that
+    // overlap each other; floats from small integers, so every device rounds alike. Every
+    // register compared with the reference, also when a lane's address is out of range or
+    // fuel runs out in the middle.
+    let rt = TestRuntime::new(converged_config());
+    let lanes = rt.info().vm_lanes;
+    let input: Vec<u32> = (0..lanes * 4 + 64)
+        .map(|i| ((i * 7 % 61) as f32 - 20.0).to_bits())
+        .collect();
+    let body = |middle: &str| {
+        format!(
+            "
+        lane r1
+        movi r3, 3
+        and r2, r1, r3        ; unaligned addresses
+        movi r3, 4
+        mul r1, r1, r3        ; aligned ones
+        ld32x4 r4, b0[r1]
+        ld32x4 r8, b0[r2]
+        fadd.x4m r12, b0[r1], r4
+        fsub.x4m r16, b0[r2], r8
+        fmul.x4m r20, b0[r1], r8
+        fsub.x4m r9, b0[r1], r8   ; writes r9..r12 while reading r8..r11
+        fmul.x4m r7, b0[r2], r8   ; reads r8..r11 while writing r7..r10
+{middle}
+        add.x4m r24, b0[r2], r4
+        sub.x4m r25, b0[r1], r24
+        mul.x4m r26, b0[r2], r26
+        xor.x4m r20, b0[r1], r16
+        and.x4m r16, b0[r2], r12
+        or.x4m r4, b0[r1], r5
+        lane r0
+        movi r30, 32
+        mul r0, r0, r30
+        st32x4 b1[r0], r1
+        addi r0, r0, 4
+        st32x4 b1[r0], r5
+        addi r0, r0, 4
+        st32x4 b1[r0], r9
+        addi r0, r0, 4
+        st32x4 b1[r0], r13
+        addi r0, r0, 4
+        st32x4 b1[r0], r17
+        addi r0, r0, 4
+        st32x4 b1[r0], r21
+        addi r0, r0, 4
+        st32x4 b1[r0], r25
+        addi r0, r0, 3
+        st32x4 b1[r0], r28
+        halt
+"
+        )
+    };
+    let out_words = lanes * 32;
+    assert_eq!(
+        same_as_reference(&rt, &body(""), &input, out_words, 1_000),
+        p::STATUS_OK
+    );
+    // Lane 5's address is out of range in the middle: the same fault as the reference.
+    let bad = "        lane r29
+        movi r30, 5
+        eq r29, r29, r30
+        movi r30, 100000
+        mul r29, r29, r30
+        add.x4m r4, b0[r29], r4";
+    let status = same_as_reference(&rt, &body(bad), &input, out_words, 1_000);
+    assert_eq!(status, p::STATUS_FAULT_OUT_OF_RANGE);
+    // Fuel runs out at each of four consecutive .x4m ops.
+    for fuel in 8..12 {
+        let status = same_as_reference(&rt, &body(""), &input, out_words, fuel);
+        assert_eq!(status, p::STATUS_FAULT_FUEL, "fuel {fuel}");
+    }
+    rt.finish();
+}

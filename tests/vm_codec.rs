@@ -44,7 +44,7 @@ fn clear_unused(i: &mut Instr, form: Form) {
         Form::DA => (true, true, false, false),
         Form::DAB | Form::DAB4 => (true, true, true, false),
         Form::DAImm => (true, true, false, true),
-        Form::Select | Form::Atomic => (true, true, true, true),
+        Form::Select | Form::Atomic | Form::Load4Op => (true, true, true, true),
         Form::Load | Form::Load4 => (true, true, false, true),
         Form::Store | Form::Store4 => (false, true, true, true),
         Form::D => (true, false, false, false),
@@ -109,9 +109,13 @@ fn valid_program() -> impl Strategy<Value = Program> {
                 let imm = match info.form {
                     Form::Target | Form::CondTarget | Form::Loop => imm % n,
                     Form::Select => imm % p::VM_REGISTERS,
-                    Form::Load | Form::Store | Form::Load4 | Form::Store4 | Form::Atomic | Form::BufLen => {
-                        imm % p::VM_MAX_BUFFERS
-                    }
+                    Form::Load
+                    | Form::Store
+                    | Form::Load4
+                    | Form::Store4
+                    | Form::Load4Op
+                    | Form::Atomic
+                    | Form::BufLen => imm % p::VM_MAX_BUFFERS,
                     Form::Arg => imm % p::VM_MAX_ARGS,
                     Form::Result => imm % p::VM_MAX_RESULTS,
                     _ => imm,
@@ -129,6 +133,7 @@ fn valid_program() -> impl Strategy<Value = Program> {
                     Form::Load4 => i.d %= 29,
                     Form::Store4 => i.b %= 29,
                     Form::DAB4 => (i.d, i.a, i.b) = (i.d % 29, i.a % 29, i.b % 29),
+                    Form::Load4Op => (i.d, i.b) = (i.d % 29, i.b % 29),
                     _ => {}
                 }
                 i

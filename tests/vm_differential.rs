@@ -89,6 +89,27 @@ fn float_reg(rng: &mut Rng) -> u8 {
     20 + rng.below(8) as u8 // r20..r27
 }
 
+/// Four elements of b0 at r30 into r(d)..r(d+3): `ld32x4`, or an integer `.x4m` op with a
+/// group of r3..r15 (floats loaded from memory could be denormal).
+fn quad_from_memory(b: &mut ProgramBuilder, rng: &mut Rng) {
+    let group = |rng: &mut Rng| 3 + rng.below(10) as u8;
+    let d = group(rng);
+    if rng.below(2) == 0 {
+        b.emit(p::OP_LD32X4, d, 30, 0, 0);
+    } else {
+        let op = rng.pick(&[
+            p::OP_ADD_X4M,
+            p::OP_SUB_X4M,
+            p::OP_MUL_X4M,
+            p::OP_AND_X4M,
+            p::OP_OR_X4M,
+            p::OP_XOR_X4M,
+        ]);
+        let source = group(rng);
+        b.emit(op, d, 30, source, 0);
+    }
+}
+
 /// One random program. Buffers: b0 input (read-only), b1 per-lane output, b2 atomics.
 fn random_program(rng: &mut Rng) -> Program {
     let mut b = ProgramBuilder::new();
@@ -179,8 +200,7 @@ fn random_program(rng: &mut Rng) -> Program {
                 let (d, a) = (int_reg(rng), int_reg(rng));
                 b.movi(30, 48).op3(p::OP_REMU, 30, a, 30);
                 if rng.below(3) == 0 {
-                    // Four elements into r(d)..r(d+3), all within r3..r15.
-                    b.emit(p::OP_LD32X4, 3 + rng.below(10) as u8, 30, 0, 0);
+                    quad_from_memory(&mut b, rng);
                 } else {
                     b.emit(rng.pick(&[p::OP_LD32, p::OP_LD32, p::OP_LD8]), d, 30, 0, 0);
                 }
@@ -208,7 +228,7 @@ fn random_program(rng: &mut Rng) -> Program {
                             .movi(29, 4)
                             .op3(p::OP_MUL, 30, 30, 29);
                         b.emit(p::OP_ADDI, 30, 30, 0, rng.below(2) + 4 * rng.below(2));
-                        b.emit(p::OP_LD32X4, 3 + rng.below(10) as u8, 30, 0, 0);
+                        quad_from_memory(&mut b, rng);
                     }
                     _ => {
                         // This lane's four words of b1's last region.

@@ -205,7 +205,7 @@ impl<'a> Assembler<'a> {
                 line.comma()?;
                 i.b = line.register()?;
             }
-            Form::Atomic => {
+            Form::Atomic | Form::Load4Op => {
                 i.d = line.register()?;
                 line.comma()?;
                 (i.imm, i.a) = line.memory()?;

@@ -321,8 +321,8 @@ fn step_until_sync(
             | p::OP_FADD
             | p::OP_FSUB
             | p::OP_FMUL => set(lanewise(i.op, a, b)),
-            op if x4_scalar(op).is_some() => {
-                let scalar = x4_scalar(op).expect("checked");
+            p::OP_ADD_X4..=p::OP_FMUL_X4 => {
+                let scalar = x4_scalar(i.op).expect("an x4 op");
                 let (d, a, b) = (usize::from(i.d), usize::from(i.a), usize::from(i.b));
                 let values: [u32; 4] = std::array::from_fn(|k| lanewise(scalar, r[a + k], r[b + k]));
                 r[d..d + 4].copy_from_slice(&values);
@@ -401,20 +401,28 @@ fn step_until_sync(
                     r[i.d as usize] = old;
                 }
             }
-            p::OP_LD32X4 | p::OP_ST32X4 => {
+            p::OP_LD32X4 | p::OP_ST32X4 | p::OP_ADD_X4M..=p::OP_FMUL_X4M => {
                 let len = buffers.get(i.imm as usize).map_or(0, |b| b.len() as u64);
                 if u64::from(a) * 4 + 16 > len {
                     lane.state = LaneState::Halted;
                     return Err(fault(p::STATUS_FAULT_OUT_OF_RANGE, a));
                 }
                 let buf = &mut buffers[i.imm as usize];
-                for k in 0..4 {
-                    let at = a as usize * 4 + 4 * k;
-                    if i.op == p::OP_LD32X4 {
-                        r[i.d as usize + k] = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-                    } else {
-                        buf[at..at + 4].copy_from_slice(&r[i.b as usize + k].to_le_bytes());
+                let at = |k: usize| a as usize * 4 + 4 * k;
+                let (d, b) = (usize::from(i.d), usize::from(i.b));
+                if i.op == p::OP_ST32X4 {
+                    for k in 0..4 {
+                        buf[at(k)..at(k) + 4].copy_from_slice(&r[b + k].to_le_bytes());
                     }
+                } else {
+                    let word =
+                        |k: usize| u32::from_le_bytes([buf[at(k)], buf[at(k) + 1], buf[at(k) + 2], buf[at(k) + 3]]);
+                    // ld32x4 is the memory form that takes the element as it is.
+                    let values: [u32; 4] = match x4_scalar(i.op) {
+                        Some(scalar) => std::array::from_fn(|k| lanewise(scalar, word(k), r[b + k])),
+                        None => std::array::from_fn(word),
+                    };
+                    r[d..d + 4].copy_from_slice(&values);
                 }
             }
             p::OP_LANE => set(lane_no),

@@ -34,6 +34,9 @@ pub enum Form {
     Store4,
     /// `d`, `a`, `b`, each the first of four registers (<= 28).
     DAB4,
+    /// `d` = the first of four registers (d <= 28), `a` = index, `imm` = buffer, `b` = the
+    /// first of four registers (b <= 28): an x4 op with its first operand group in memory.
+    Load4Op,
     /// `d`, `a` = index, `b` = value, `imm` = buffer.
     Atomic,
     /// `d`.
@@ -87,7 +90,10 @@ ops! {
     OP_CRC32MUL "crc32.mul" DAB, OP_LD32X4 "ld32x4" Load4, OP_ST32X4 "st32x4" Store4,
     OP_ADD_X4 "add.x4" DAB4, OP_SUB_X4 "sub.x4" DAB4, OP_MUL_X4 "mul.x4" DAB4, OP_AND_X4 "and.x4" DAB4,
     OP_OR_X4 "or.x4" DAB4, OP_XOR_X4 "xor.x4" DAB4, OP_FADD_X4 "fadd.x4" DAB4, OP_FSUB_X4 "fsub.x4" DAB4,
-    OP_FMUL_X4 "fmul.x4" DAB4,
+    OP_FMUL_X4 "fmul.x4" DAB4, OP_ADD_X4M "add.x4m" Load4Op, OP_SUB_X4M "sub.x4m" Load4Op,
+    OP_MUL_X4M "mul.x4m" Load4Op, OP_AND_X4M "and.x4m" Load4Op, OP_OR_X4M "or.x4m" Load4Op,
+    OP_XOR_X4M "xor.x4m" Load4Op, OP_FADD_X4M "fadd.x4m" Load4Op, OP_FSUB_X4M "fsub.x4m" Load4Op,
+    OP_FMUL_X4M "fmul.x4m" Load4Op,
 }
 
 /// Each four-register opcode (`Form::DAB4`) and the scalar opcode it applies lane-wise.
@@ -103,10 +109,20 @@ pub const X4_OPS: [(u32, u32); 9] = [
     (p::OP_FMUL_X4, p::OP_FMUL),
 ];
 
-/// The scalar opcode a four-register opcode applies, if `code` is one.
+/// The scalar opcode a four-register opcode (`Form::DAB4` or `Form::Load4Op`) applies, if
+/// `code` is one. The memory forms follow the register forms in the same order.
 pub fn x4_scalar(code: u32) -> Option<u32> {
-    X4_OPS.iter().find(|(x4, _)| *x4 == code).map(|(_, scalar)| *scalar)
+    let x4 = match code {
+        p::OP_ADD_X4M..=p::OP_FMUL_X4M => code - p::OP_ADD_X4M + p::OP_ADD_X4,
+        _ => code,
+    };
+    X4_OPS.iter().find(|(op, _)| *op == x4).map(|(_, scalar)| *scalar)
 }
+
+const _: () = assert!(
+    p::OP_FMUL_X4M - p::OP_ADD_X4M == p::OP_FMUL_X4 - p::OP_ADD_X4,
+    "one memory form per x4 op, in the same order"
+);
 
 const _: () = assert!(OPS.len() == p::OP_COUNT as usize, "every opcode has an entry");
 

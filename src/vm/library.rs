@@ -95,7 +95,7 @@ macro_rules! count_byte_source {
     };
 }
 
-/// Source of a program that walks its tile's u32 elements four at a time (`ld32x4`):
+/// Source of a program that walks its tile's u32 elements four at a time (`add.x4m`, `ld32x4`):
 /// whole quads `q0 .. q1` (q0 = tile.begin rounded up to a multiple of 4, q1 = grid
 /// rounded down), lane 4h + c at quad q0 + 4 (c lanes / 4 + h) (lane l where lanes is not
 /// a multiple of 4), stepping 4 x lanes (r12 = the quad's first
@@ -273,7 +273,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
         name: "sum-u32",
         doc: "Wrapping u32 sum of b0's grid u32 elements -> result 0.",
         buffers: 1,
-        // 3 instructions per quad: ld32x4, add.x4 into four sums (r20..r23), loop.
+        // 2 instructions per quad: add.x4m (a load added into four sums, r20..r23), loop.
         per_element: 1,
         combine: Combine::Add,
         source: quads_source!(
@@ -281,8 +281,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
             "        ld32 r5, b0[r1]
         add r6, r6, r5
 ",
-            "ld32x4 r16, b0[r12]
-        add.x4 r20, r20, r16
+            "add.x4m r20, b0[r12], r20
         loop r12, r13, r11, quad
 ",
             "add r6, r6, r20
@@ -357,7 +356,7 @@ pub const LIBRARY: &[LibraryProgram] = &[
         doc:
             "b1[i] = a * b0[i] + b1[i] for i < grid, a = arg 0 as f32 bits (multiply, then add: no fused multiply-add).",
         buffers: 2,
-        // 6 instructions per quad: 1.5 per element.
+        // 4 instructions per quad: 1 per element.
         per_element: 2,
         combine: Combine::Memory,
         source: quads_source!(
@@ -373,10 +372,8 @@ pub const LIBRARY: &[LibraryProgram] = &[
         fadd r6, r6, r5
         st32 b1[r1], r6
 ",
-            "ld32x4 r16, b0[r12]
-        ld32x4 r20, b1[r12]
-        fmul.x4 r16, r16, r25
-        fadd.x4 r20, r20, r16
+            "fmul.x4m r16, b0[r12], r25
+        fadd.x4m r20, b1[r12], r16
         st32x4 b1[r12], r20
         loop r12, r13, r11, quad
 ",

@@ -179,6 +179,13 @@ fn check(index: usize, i: &Instr, n: usize, buffers: usize) -> Result<(), VmErro
             reg(i.b.saturating_add(3))?;
             unused("imm", i.imm)?;
         }
+        Form::Load4Op => {
+            // the last of each group of four registers
+            reg(i.d.saturating_add(3))?;
+            reg(i.a)?;
+            reg(i.b.saturating_add(3))?;
+            buffer(i.imm)?;
+        }
         Form::Atomic => {
             reg(i.d)?;
             reg(i.a)?;
