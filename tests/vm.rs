@@ -393,26 +393,7 @@ fn x4m_ops_equal_the_reference_with_overlapping_groups_and_faults() {
         xor.x4m r20, b0[r1], r16
         and.x4m r16, b0[r2], r12
         or.x4m r4, b0[r1], r5
-        lane r0
-        movi r30, 32
-        mul r0, r0, r30
-        st32x4 b1[r0], r1
-        addi r0, r0, 4
-        st32x4 b1[r0], r5
-        addi r0, r0, 4
-        st32x4 b1[r0], r9
-        addi r0, r0, 4
-        st32x4 b1[r0], r13
-        addi r0, r0, 4
-        st32x4 b1[r0], r17
-        addi r0, r0, 4
-        st32x4 b1[r0], r21
-        addi r0, r0, 4
-        st32x4 b1[r0], r25
-        addi r0, r0, 3
-        st32x4 b1[r0], r28
-        halt
-"
+{DUMP}"
         )
     };
     let out_words = lanes * 32;
@@ -434,5 +415,66 @@ fn x4m_ops_equal_the_reference_with_overlapping_groups_and_faults() {
         let status = same_as_reference(&rt, &body(""), &input, out_words, fuel);
         assert_eq!(status, p::STATUS_FAULT_FUEL, "fuel {fuel}");
     }
+    // In loops: accumulating, reading and writing the last .x4m's groups, a loop counter in
+    // one of its groups.
+    let looped = |middle: &str| {
+        format!(
+            "
+        lane r1
+        movi r2, 4
+        mul r1, r1, r2        ; 4 * lane: aligned
+        movi r3, 0
+        movi r5, 1
+        movi r6, 6
+    one: add.x4m r20, b0[r1], r20
+        loop r3, r5, r6, one
+        movi r3, 0
+    two: add.x4m r24, b0[r1], r24
+        xor.x4m r8, b0[r1], r24   ; reads the group just written
+        loop r3, r5, r6, two
+        movi r3, 0
+{middle}
+    three: fadd.x4m r12, b0[r1], r12
+        fmul.x4m r16, b0[r1], r16
+        loop r3, r5, r6, three
+        movi r14, 0
+    four: sub.x4m r8, b0[r1], r12
+        loop r14, r5, r6, four   ; writes r14, a source of the .x4m before
+{DUMP}"
+        )
+    };
+    assert_eq!(
+        same_as_reference(&rt, &looped(""), &input, out_words, 1_000),
+        p::STATUS_OK
+    );
+    let status = same_as_reference(&rt, &looped(bad), &input, out_words, 1_000);
+    assert_eq!(status, p::STATUS_FAULT_OUT_OF_RANGE);
+    for fuel in [9, 10, 11, 20, 40, 41, 42] {
+        let status = same_as_reference(&rt, &looped(""), &input, out_words, fuel);
+        assert_eq!(status, p::STATUS_FAULT_FUEL, "fuel {fuel}");
+    }
     rt.finish();
 }
+
+/// Stores every lane's 32 registers at b1[32 * lane] (overwrites r0 and r30).
+const DUMP: &str = "
+        lane r0
+        movi r30, 32
+        mul r0, r0, r30
+        st32x4 b1[r0], r1
+        addi r0, r0, 4
+        st32x4 b1[r0], r5
+        addi r0, r0, 4
+        st32x4 b1[r0], r9
+        addi r0, r0, 4
+        st32x4 b1[r0], r13
+        addi r0, r0, 4
+        st32x4 b1[r0], r17
+        addi r0, r0, 4
+        st32x4 b1[r0], r21
+        addi r0, r0, 4
+        st32x4 b1[r0], r25
+        addi r0, r0, 3
+        st32x4 b1[r0], r28
+        halt
+";
