@@ -445,6 +445,21 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 // other instruction, a disagreement, a fault or an instruction past the
                 // shared copy leaves, before changing anything, for the per-lane step below.
                 bool leave = false;
+                // loop r[dd] += r[aa], taken while r[dd] < r[bb]: where the lanes disagree,
+                // sets `stop` and changes nothing; else steps r[dd] and sets `next`.
+                #define VM_CONV_LOOP(dd, aa, bb, target, stop) { \
+                    bool all_taken = true; \
+                    bool any_taken = false; \
+                    VM_EACH( \
+                        bvec4 taken = lessThan(VM_R(dd, g) + VM_R(aa, g), VM_R(bb, g)); \
+                        all_taken = all_taken && all(taken); \
+                        any_taken = any_taken || any(taken);) \
+                    if (all_taken != any_taken) { \
+                        stop = true; \
+                    } else { \
+                        VM_EACH(VM_R(dd, g) = VM_R(dd, g) + VM_R(aa, g);) \
+                        next = all_taken ? (target) : next; \
+                    } }
                 for (;;) {
                     if (leave || burned >= headroom || cpc >= cached) {
                         break;
@@ -456,31 +471,53 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                     uint ib = (insn.x >> 24) & 31u;
                     uint imm = insn.y;
                     uint next = cpc + 1u;
-                    switch (op) {
+                    // The instructions of streaming loops (loop, .x4m) are tested before the
+                    // switch, whose compare tree took seven levels to reach an .x4m op.
+                    if (op == OP_LOOP) {
+                        VM_CONV_LOOP(d, ia, ib, imm, leave)
+                    } else if (op >= OP_ADD_X4M && op <= OP_FMUL_X4M) {
+                        VmBuffer desc = s_vm_table[imm & 7u];
+                        uvec4 index[VM_MAX_GROUPS];
+                        VM_EACH(
+                            index[g] = VM_R(ia, g);
+                            leave = leave || !all(vm_in_range4(desc, index[g]));
+                        )
+                        if (!leave) {
+                            uint op4 = op - OP_ADD_X4M + OP_ADD_X4;
+                            uint base = min(d, 28u);
+                            uint src = min(ib, 28u);
+                            VM_EACH(
+                                uvec4 q[4];
+                                vm_load4(desc, index[g], bvec4(true), q[0], q[1], q[2], q[3]);
+                                uvec4 s[4];
+                                [[unroll]] for (uint k = 0u; k < 4u; k++) {
+                                    s[k] = VM_R(src + k, g);
+                                }
+                                [[unroll]] for (uint k = 0u; k < 4u; k++) {
+                                    VM_R(base + k, g) = vm_lanewise4(op4, q[k], s[k]);
+                                }
+                            )
+                        }
+                    } else switch (op) {
                     case OP_NOP:
                         break;
                     case OP_JMP:
                         next = imm;
                         break;
                     case OP_BRZ:
-                    case OP_BRNZ:
-                    case OP_LOOP: {
-                        // Taken where: brz r[a] == 0, brnz r[a] != 0, loop r[d] + r[a] < r[b].
+                    case OP_BRNZ: {
+                        // Taken where: brz r[a] == 0, brnz r[a] != 0.
                         bool all_taken = true;
                         bool any_taken = false;
                         VM_EACH(
                             uvec4 a = VM_R(ia, g);
-                            bvec4 taken = op == OP_BRZ ? equal(a, uvec4(0u))
-                                : (op == OP_BRNZ ? notEqual(a, uvec4(0u)) : lessThan(VM_R(d, g) + a, VM_R(ib, g)));
+                            bvec4 taken = op == OP_BRZ ? equal(a, uvec4(0u)) : notEqual(a, uvec4(0u));
                             all_taken = all_taken && all(taken);
                             any_taken = any_taken || any(taken);
                         )
                         if (all_taken != any_taken) {
                             leave = true;
                         } else {
-                            if (op == OP_LOOP) {
-                                VM_EACH(VM_R(d, g) = VM_R(d, g) + VM_R(ia, g);)
-                            }
                             next = all_taken ? imm : next;
                         }
                         break;
@@ -522,36 +559,6 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                         )
                         break;
                     }
-                    case OP_ADD_X4M:
-                    case OP_SUB_X4M:
-                    case OP_MUL_X4M:
-                    case OP_AND_X4M:
-                    case OP_OR_X4M:
-                    case OP_XOR_X4M:
-                    case OP_FADD_X4M:
-                    case OP_FSUB_X4M:
-                    case OP_FMUL_X4M: {
-                        VmBuffer desc = s_vm_table[imm & 7u];
-                        VM_EACH(leave = leave || !all(vm_in_range4(desc, VM_R(ia, g)));)
-                        if (leave) {
-                            break;
-                        }
-                        uint op4 = op - OP_ADD_X4M + OP_ADD_X4;
-                        uint base = min(d, 28u);
-                        uint src = min(ib, 28u);
-                        VM_EACH(
-                            uvec4 q[4];
-                            vm_load4(desc, VM_R(ia, g), bvec4(true), q[0], q[1], q[2], q[3]);
-                            uvec4 s[4];
-                            [[unroll]] for (uint k = 0u; k < 4u; k++) {
-                                s[k] = VM_R(src + k, g);
-                            }
-                            [[unroll]] for (uint k = 0u; k < 4u; k++) {
-                                VM_R(base + k, g) = vm_lanewise4(op4, q[k], s[k]);
-                            }
-                        )
-                        break;
-                    }
                     default:
                         leave = true;
                         break;
@@ -561,6 +568,7 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                         burned += 1u;
                     }
                 }
+                #undef VM_CONV_LOOP
                 VM_EACH(
                     fuelv[g] -= uvec4(burned);
                     pcv[g] = uvec4(cpc);
