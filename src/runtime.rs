@@ -51,8 +51,9 @@ pub struct RuntimeConfig {
     pub lanes: Option<u32>,
     /// VM lanes each invocation interprets in lock step, 4 or 8 (docs/bytecode.md,
     /// "Lanes"): a bytecode job sees `lanes * vm_sublanes` lanes per workgroup. `None`
-    /// picks 4 (on the H100, 8 took 128 registers per invocation instead of 93, and
-    /// `sum-u32` and `crc32` ran slower; docs/benchmarks.md).
+    /// picks 4. On the H100 at 264 workgroups, 8 made `sum-u32` and `saxpy` faster (1.31x
+    /// native instead of 1.42-1.58x for `sum-u32`) and `crc32` slower (1.64x instead of
+    /// 1.45x); at 528 workgroups all three slower (docs/benchmarks.md).
     pub vm_sublanes: Option<u32>,
     /// Whether the interpreter runs lanes in lock step through its converged dispatcher
     /// (docs/bytecode.md, "Lanes in lock step"). `None` picks on, except on lavapipe: there
