@@ -294,28 +294,6 @@ fn consecutive_ld32x4_keep_program_order() {
     let rt = TestRuntime::new(converged_config());
     let lanes = rt.info().vm_lanes;
     let input: Vec<u32> = (0..lanes * 4 + 64).map(|i| (i * 7) % 61).collect();
-    // Every lane stores its 32 registers at b1[32 * lane].
-    let dump = "
-        lane r0
-        movi r30, 32
-        mul r0, r0, r30
-        st32x4 b1[r0], r1
-        addi r0, r0, 4
-        st32x4 b1[r0], r5
-        addi r0, r0, 4
-        st32x4 b1[r0], r9
-        addi r0, r0, 4
-        st32x4 b1[r0], r13
-        addi r0, r0, 4
-        st32x4 b1[r0], r17
-        addi r0, r0, 4
-        st32x4 b1[r0], r21
-        addi r0, r0, 4
-        st32x4 b1[r0], r25
-        addi r0, r0, 3
-        st32x4 b1[r0], r28
-        halt
-";
     let body = |middle: &str| {
         format!(
             "
@@ -335,7 +313,7 @@ fn consecutive_ld32x4_keep_program_order() {
         ld32x4 r28, b0[r1]
         ld32x4 r1, b0[r2]     ; writes r1, which earlier loads read
         ld32x4 r26, b0[r3]    ; overlaps r24..r27, later in program order
-{dump}"
+{DUMP}"
         )
     };
     let out_words = lanes * 32;
