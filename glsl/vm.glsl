@@ -445,21 +445,6 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                 // other instruction, a disagreement, a fault or an instruction past the
                 // shared copy leaves, before changing anything, for the per-lane step below.
                 bool leave = false;
-                // loop r[dd] += r[aa], taken while r[dd] < r[bb]: where the lanes disagree,
-                // sets `stop` and changes nothing; else steps r[dd] and sets `next`.
-                #define VM_CONV_LOOP(dd, aa, bb, target, stop) { \
-                    bool all_taken = true; \
-                    bool any_taken = false; \
-                    VM_EACH( \
-                        bvec4 taken = lessThan(VM_R(dd, g) + VM_R(aa, g), VM_R(bb, g)); \
-                        all_taken = all_taken && all(taken); \
-                        any_taken = any_taken || any(taken);) \
-                    if (all_taken != any_taken) { \
-                        stop = true; \
-                    } else { \
-                        VM_EACH(VM_R(dd, g) = VM_R(dd, g) + VM_R(aa, g);) \
-                        next = all_taken ? (target) : next; \
-                    } }
                 for (;;) {
                     if (leave || burned >= headroom || cpc >= cached) {
                         break;
@@ -474,7 +459,20 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                     // The instructions of streaming loops (loop, .x4m) are tested before the
                     // switch, whose compare tree took seven levels to reach an .x4m op.
                     if (op == OP_LOOP) {
-                        VM_CONV_LOOP(d, ia, ib, imm, leave)
+                        // r[d] += r[a], taken while r[d] < r[b]; lanes that disagree leave.
+                        bool all_taken = true;
+                        bool any_taken = false;
+                        VM_EACH(
+                            bvec4 taken = lessThan(VM_R(d, g) + VM_R(ia, g), VM_R(ib, g));
+                            all_taken = all_taken && all(taken);
+                            any_taken = any_taken || any(taken);
+                        )
+                        if (all_taken != any_taken) {
+                            leave = true;
+                        } else {
+                            VM_EACH(VM_R(d, g) = VM_R(d, g) + VM_R(ia, g);)
+                            next = all_taken ? imm : next;
+                        }
                     } else if (op >= OP_ADD_X4M && op <= OP_FMUL_X4M) {
                         VmBuffer desc = s_vm_table[imm & 7u];
                         uvec4 index[VM_MAX_GROUPS];
@@ -568,7 +566,6 @@ void run_vm(SqEntry job, out uint status, out uvec4 results) {
                         burned += 1u;
                     }
                 }
-                #undef VM_CONV_LOOP
                 VM_EACH(
                     fuelv[g] -= uvec4(burned);
                     pcv[g] = uvec4(cpc);
