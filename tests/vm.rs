@@ -322,13 +322,8 @@ fn consecutive_ld32x4_keep_program_order() {
         p::STATUS_OK
     );
     // Lane 5's address is out of range in the middle.
-    let bad = "        lane r29
-        movi r30, 5
-        eq r29, r29, r30
-        movi r30, 100000
-        mul r29, r29, r30
-        ld32x4 r25, b0[r29]";
-    let status = same_as_reference(&rt, &body(bad), &input, out_words, 1_000);
+    let bad = format!("{LANE5_FAR}\n        ld32x4 r25, b0[r29]");
+    let status = same_as_reference(&rt, &body(&bad), &input, out_words, 1_000);
     assert_eq!(status, p::STATUS_FAULT_OUT_OF_RANGE);
     // Fuel runs out at each of four consecutive loads.
     for fuel in 11..15 {
@@ -380,13 +375,8 @@ fn x4m_ops_equal_the_reference_with_overlapping_groups_and_faults() {
         p::STATUS_OK
     );
     // Lane 5's address is out of range in the middle: the same fault as the reference.
-    let bad = "        lane r29
-        movi r30, 5
-        eq r29, r29, r30
-        movi r30, 100000
-        mul r29, r29, r30
-        add.x4m r4, b0[r29], r4";
-    let status = same_as_reference(&rt, &body(bad), &input, out_words, 1_000);
+    let bad = format!("{LANE5_FAR}\n        add.x4m r4, b0[r29], r4");
+    let status = same_as_reference(&rt, &body(&bad), &input, out_words, 1_000);
     assert_eq!(status, p::STATUS_FAULT_OUT_OF_RANGE);
     // Fuel runs out at each of four consecutive .x4m ops.
     for fuel in 8..12 {
@@ -425,7 +415,7 @@ fn x4m_ops_equal_the_reference_with_overlapping_groups_and_faults() {
         same_as_reference(&rt, &looped(""), &input, out_words, 1_000),
         p::STATUS_OK
     );
-    let status = same_as_reference(&rt, &looped(bad), &input, out_words, 1_000);
+    let status = same_as_reference(&rt, &looped(&bad), &input, out_words, 1_000);
     assert_eq!(status, p::STATUS_FAULT_OUT_OF_RANGE);
     for fuel in [9, 10, 11, 20, 40, 41, 42] {
         let status = same_as_reference(&rt, &looped(""), &input, out_words, fuel);
@@ -433,6 +423,13 @@ fn x4m_ops_equal_the_reference_with_overlapping_groups_and_faults() {
     }
     rt.finish();
 }
+
+/// r29 = 100,000 on lane 5 and 0 elsewhere: an index out of range on one lane.
+const LANE5_FAR: &str = "        lane r29
+        movi r30, 5
+        eq r29, r29, r30
+        movi r30, 100000
+        mul r29, r29, r30";
 
 /// Stores every lane's 32 registers at b1[32 * lane] (overwrites r0 and r30).
 const DUMP: &str = "
