@@ -113,6 +113,10 @@ fn compile(compiler: &shaderc::Compiler, path: &Path, glsl_dir: &Path, header: &
     options.set_target_spirv(shaderc::SpirvVersion::V1_5);
     options.set_optimization_level(shaderc::OptimizationLevel::Performance);
     options.set_warnings_as_errors();
+    if std::env::var_os("CARGO_FEATURE_FAULT_INJECTION").is_some() {
+        // The kernel acts on ControlBlock::fault only in builds for tests.
+        options.add_macro_definition("MEGARING_FAULTS", Some("1"));
+    }
     let header = header.to_owned();
     let glsl_dir = glsl_dir.to_owned();
     options.set_include_callback(move |name, _kind, from, _depth| {

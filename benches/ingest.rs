@@ -33,7 +33,7 @@ fn mean((t, n): (Duration, u64)) -> f64 {
 
 fn ingest(c: &mut Criterion) {
     // A probe context, dropped before the runtime opens the device.
-    let lavapipe = Context::new(&DeviceSelector::from_env(), false)
+    let lavapipe = Context::new(&DeviceSelector::from_env(), false, false)
         .expect("Vulkan device")
         .caps()
         .lavapipe;

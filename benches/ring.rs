@@ -21,7 +21,7 @@ fn round_trip(c: &mut Criterion) {
     let ring = Cell::new((Duration::ZERO, 0u64));
     {
         // The baseline gets a context of its own: a resident kernel would hold its queue.
-        let ctx = Arc::new(Context::new(&DeviceSelector::from_env(), false).expect("Vulkan device"));
+        let ctx = Arc::new(Context::new(&DeviceSelector::from_env(), false, false).expect("Vulkan device"));
         let mut baseline = SubmitBaseline::new(&ctx).expect("baseline pipeline");
         group.bench_function("vkQueueSubmit+fence", |b| {
             b.iter_custom(|iters| {

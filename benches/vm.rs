@@ -13,7 +13,7 @@ use megaring::vk::{Context, DeviceSelector};
 use megaring::{Runtime, RuntimeConfig};
 
 fn vm(c: &mut Criterion) {
-    let probe = Arc::new(Context::new(&DeviceSelector::from_env(), false).expect("Vulkan device"));
+    let probe = Arc::new(Context::new(&DeviceSelector::from_env(), false, false).expect("Vulkan device"));
     let lavapipe = probe.caps().lavapipe;
     let lanes = if lavapipe { 8 } else { 64 };
     let elements = if lavapipe { 2_000 } else { 1 << 20 };

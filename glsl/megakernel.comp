@@ -29,7 +29,6 @@ void main() {
     CqRef cq = CqRef(launch.p.cq);
     BoardRef board = BoardRef(launch.p.board);
     bool leader = gl_LocalInvocationID.x == 0u;
-    bool first_group = gl_WorkGroupID.x == 0u;
 
     // Loop iterations this invocation has counted, in lavapipe's units (every lane runs
     // the same passes and at most `cost` inner iterations per job, so lane 0's count
@@ -44,29 +43,50 @@ void main() {
     uint claimed = 0u;
     uint next = 0u;
     uint first = 0u;
-    // Leader only: ring index + 1 of the spread job this workgroup set up while it still
-    // may have tiles to hand out (0: none).
-    uint own = 0u;
+    // Leader only: ring index + 1 of the spread job this workgroup claimed while it still
+    // may have tiles to hand out (0: none). It is listed on the board as well: `own` only
+    // makes the claimer prefer its own job's tiles.
+    uint64_t own = 0ul;
+    // Leader only: used >> HEARTBEAT_LOG2 at the last heartbeat.
+    uint beat = used >> HEARTBEAT_LOG2;
     if (leader) {
         atomicAdd(ctl.c.resident, 1u);
+        atomicAdd(ctl.c.heartbeat, 1u);
     }
     vm_init();
     for (;;) {
         used += ITERATIONS_PER_PASS;
         if (leader) {
             uint action = ACT_IDLE;
-            if (first_group && (used & 1023u) < ITERATIONS_PER_PASS) {
+#ifdef MEGARING_FAULTS
+            uint fault = LOAD_RELAXED(ctl.c.fault);
+            bool stalled = fault == FAULT_STALL || fault == FAULT_HANG;
+#else
+            const bool stalled = false;
+#endif
+            if (!stalled && (used >> HEARTBEAT_LOG2) != beat) {
+                beat = used >> HEARTBEAT_LOG2;
                 atomicAdd(ctl.c.heartbeat, 1u);
             }
             uint tile_index = 0u;
             uint tile = 0u;
-            if (next == claimed) {
+            if (stalled) {
+#ifdef MEGARING_FAULTS
+                // Injected: no claims, no tiles, no heartbeat; leave only for budget (and
+                // shutdown, unless the fault is a hang).
+                if (fault == FAULT_STALL && LOAD_RELAXED(ctl.c.shutdown) != 0u) {
+                    exit_reason = EXIT_SHUTDOWN;
+                } else if (used + ITERATIONS_PER_PASS + ITERATIONS_PER_JOB + EPOCH_RESERVE >= launch.p.budget) {
+                    exit_reason = EXIT_BUDGET;
+                }
+#endif
+            } else if (next == claimed) {
                 // Nothing left of the last claim: take a tile of a spread job (claimed work,
                 // so before shutdown or yield), leave, or claim more.
                 // The open list is read only while some spread job is open (one word on a
                 // line of its own: idle passes stay as cheap as before spread jobs).
                 bool tile_no_budget = false;
-                bool board_open = own != 0u || LOAD_RELAXED(ctl.c.spread_open) != 0u;
+                bool board_open = own != 0ul || LOAD_RELAXED(ctl.c.spread_open) != 0u;
                 if (board_open && board_take(board, used, own, tile_index, tile, tile_no_budget)) {
                     action = ACT_TILE;
                     idle = 0u;
@@ -78,13 +98,13 @@ void main() {
                     exit_reason = EXIT_BUDGET;
                 } else {
                     bool no_budget;
-                    uint count = ring_claim(ctl, sq, used, first, no_budget);
+                    uint count = ring_claim(ctl, sq, board, used, first, no_budget);
                     if (count > 0u) {
                         if (sq.e[first & launch.p.ring_mask].tiles > 1u) {
-                            // A spread job (claimed alone): list it, run its tile 0 now.
+                            // A spread job (claimed alone, listed): run its tile 0 now.
                             atomicAdd(ctl.c.spread_open, 1u);
                             board_setup(board, first, sq.e[first & launch.p.ring_mask]);
-                            own = first + 1u;
+                            own = uint64_t(first) + 1ul;
                             action = ACT_TILE;
                             tile_index = first;
                             tile = 0u;
@@ -117,7 +137,13 @@ void main() {
                 s_index = first + next;
                 s_job = sq.e[(first + next) & launch.p.ring_mask];
             }
-            s_action = exit_reason != 0u ? EXIT_ACTION + exit_reason : action;
+            bool dropped = false;
+#ifdef MEGARING_FAULTS
+            // Injected, one-shot: leave with this claim unfinished, as a cut loop would.
+            dropped = action != ACT_IDLE && fault == FAULT_DROP
+                      && atomicCompSwap(ctl.c.fault, FAULT_DROP, FAULT_NONE) == FAULT_DROP;
+#endif
+            s_action = exit_reason != 0u || dropped ? EXIT_ACTION + exit_reason : action;
         }
         barrier();
         uint action = s_action;
@@ -146,6 +172,7 @@ void main() {
                     atomicAdd(ctl.c.spread_open, 0xFFFFFFFFu);
                     jobs_done += 1u;
                 }
+                atomicAdd(ctl.c.tiles_done, 1u);
             } else if (leader) {
                 ring_write_completion(cq, index, job.tag, status, results);
                 jobs_done += 1u;

@@ -131,6 +131,12 @@ impl BufferTable {
                     len: buffer.len_u32(),
                 });
             }
+            // `buflen` gives a view's length as a u32.
+            if bytes.end - bytes.start > u64::from(u32::MAX) {
+                return Err(Error::ViewTooLarge {
+                    bytes: bytes.end - bytes.start,
+                });
+            }
             entries.push(VmBuffer {
                 address: buffer.address() + bytes.start,
                 bytes: bytes.end - bytes.start,
@@ -207,7 +213,12 @@ impl Job {
     /// Copies `src[src_range]` to `dst` starting at element `dst_start`.
     pub fn copy(src: &DeviceBuffer, src_range: Range<u64>, dst: &DeviceBuffer, dst_start: u64) -> Result<Self> {
         let (from, len) = src.range(&src_range)?;
-        let (to, _) = dst.range(&(dst_start..dst_start + u64::from(len)))?;
+        let dst_end = dst_start.checked_add(u64::from(len)).ok_or(Error::OutOfRange {
+            start: dst_start,
+            end: u64::MAX,
+            len: dst.len_u32(),
+        })?;
+        let (to, _) = dst.range(&(dst_start..dst_end))?;
         let mut job = Job::new(layout::JOB_COPY);
         job.entry.buf0 = from;
         job.entry.buf1 = to;
@@ -259,8 +270,8 @@ impl Job {
         fuel: u32,
     ) -> Result<Self> {
         if tile.start > tile.end {
-            return Err(Error::InvalidConfig(format!(
-                "tile {}..{} is reversed",
+            return Err(Error::InvalidArgument(format!(
+                "tile {}..{} is reversed; give start <= end",
                 tile.start, tile.end
             )));
         }

@@ -30,7 +30,12 @@ pub mod shaders {
     include!(concat!(env!("OUT_DIR"), "/shaders.rs"));
 }
 
-pub use error::{Error, Result};
+pub use error::{AllocationError, Error, Result};
 pub use job::{BufferTable, Completion, DeviceBuffer, DeviceProgram, Job};
-pub use runtime::{JobHandle, Mode, ModeRequest, Runtime, RuntimeConfig, RuntimeInfo, Stats, TiledHandle};
+#[cfg(feature = "fault-injection")]
+pub use runtime::KernelFault;
+pub use runtime::{
+    DeviceDefaults, JobHandle, Mode, ModeRequest, Runtime, RuntimeConfig, RuntimeInfo, Stats, TiledHandle,
+    MAX_EPOCH_BUDGET,
+};
 pub use vk::{DeviceSelector, Placement};

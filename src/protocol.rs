@@ -12,7 +12,7 @@ shared_constants! {
     /// Control-block magic ("MGRG").
     MAGIC = 0x4D47_5247;
     /// Protocol version; bump on any layout or semantic change.
-    PROTOCOL_VERSION = 2;
+    PROTOCOL_VERSION = 3;
     /// Most lanes per workgroup of the megakernel (its shared arrays are this long). The
     /// lanes a runtime uses (a power of two up to this) are a specialization constant:
     /// 64 on GPUs, 8 on lavapipe, where one 8-lane SIMD chunk needs no coroutine switch
@@ -33,9 +33,10 @@ shared_constants! {
     /// iterations) stays within this: heavy jobs (tiles of a large grid) are claimed one
     /// at a time, so idle workgroups take the next ones in parallel.
     CLAIM_BATCH_COST = 4096;
-    /// Slots of the board's open list: ring indices (+ 1) of spread jobs that still have
-    /// tiles to hand out, where idle workgroups look for work before claiming from the
-    /// ring. A spread job that finds the list full is run by its claimer alone.
+    /// Entries of the board's open list (64-bit words: ring index + 1 of a spread job, 0
+    /// for a free entry), where idle workgroups look for tiles before claiming from the
+    /// ring. A spread job is claimed only with an entry reserved for it, so at most this
+    /// many are open at once; the entry is freed when its completion is posted.
     BOARD_OPEN = 16;
     /// Claims a workgroup tries per pass: a claim that loses the race for the ring's head
     /// retries at once from the head its CAS saw (glsl/ring.glsl, `ring_claim`).
@@ -50,6 +51,9 @@ shared_constants! {
     /// Loop iterations charged per claimed job beyond the job's own cost (claim-loop step,
     /// job-loop step, completion). lavapipe counted about 5.7; 8 keeps a margin.
     ITERATIONS_PER_JOB = 8;
+    /// Every workgroup bumps the heartbeat when it enters the loop and whenever its count
+    /// of loop iterations crosses a multiple of 2^HEARTBEAT_LOG2.
+    HEARTBEAT_LOG2 = 14;
 
     /// Job kind: do nothing, complete with zero results.
     JOB_NOP = 0;
@@ -74,7 +78,7 @@ shared_constants! {
     /// Completion status: the kernel did not recognise the job kind.
     STATUS_BAD_KIND = 2;
     /// Completion status (posted by the host): a workgroup claimed the job, then the
-    /// driver cut the kernel's loop before it completed (epoch budget too high).
+    /// kernel's loop ended before it completed (a driver cut it: epoch budget too high).
     STATUS_LOST = 3;
     /// VM fault: a lane ran out of fuel (instruction budget). result0 = instruction index,
     /// result1 = lane, for every fault below too.
@@ -349,6 +353,20 @@ shared_constants! {
     /// Kernel exit reason: the host asked for a fresh launch (`Runtime::request_relaunch`),
     /// whose start makes host writes since the last launch visible to the device.
     EXIT_YIELD = 4;
+
+    /// `ControlBlock::fault`: no fault. Kernels built without the `fault-injection` feature
+    /// never read the word, and the host of such a build never writes it.
+    FAULT_NONE = 0;
+    /// Fault injection: workgroups stop claiming, taking tiles and beating; they leave
+    /// for budget or shutdown (a kernel that stopped answering).
+    FAULT_STALL = 1;
+    /// Fault injection: as FAULT_STALL, and shutdown is ignored too (a kernel the host
+    /// cannot stop: only the budget ends it).
+    FAULT_HANG = 2;
+    /// Fault injection, one-shot: the next workgroup that is about to run a job or a tile
+    /// clears the word and leaves the loop instead, its claim unfinished (what a driver
+    /// that cuts the loop does).
+    FAULT_DROP = 3;
 }
 
 shared_structs! {
@@ -365,7 +383,8 @@ shared_structs! {
         /// Claim counter: index of the next SQ entry to claim. Advanced only by
         /// compare-and-swap, by a workgroup (claim) or by the host while no kernel runs (cancel).
         sq_head: u32,
-        /// GPU -> host: bumped by workgroup 0 every 256 loop iterations while it runs.
+        /// GPU -> host: bumped by every workgroup when it enters the loop and whenever its
+        /// loop-iteration count crosses a multiple of 2^HEARTBEAT_LOG2.
         heartbeat: u32,
         /// GPU -> host: workgroups currently inside the loop.
         resident: u32,
@@ -392,6 +411,11 @@ shared_structs! {
         /// GPU -> host: spread jobs claimed whose completion is not posted yet (their tiles
         /// may outlive an epoch). Reset by the host, while no kernel runs, after a loss.
         spread_open: u32,
+        /// GPU -> host: tiles of spread jobs finished, all epochs (progress the supervisor
+        /// watches besides `sq_head` and the heartbeat).
+        tiles_done: u32,
+        /// Host -> GPU, test builds only (feature `fault-injection`): FAULT_*.
+        fault: u32,
     }
 
     /// Submission-queue entry (80 bytes). The host writes every other word first and
@@ -454,13 +478,13 @@ shared_structs! {
     }
 
     /// The board's tile counter of one ring slot (32 bytes), for the spread job in that
-    /// slot. Lives in the board buffer after the open list (BOARD_OPEN words).
+    /// slot. Lives in the board buffer after the open list (BOARD_OPEN 64-bit words).
     struct TileCounter {
         /// tiles << 32 | next tile to hand out; taken with one atomic add. Set by the
         /// claimer (tile 0 its own) after the words below.
         work: u64,
-        /// The job's ring index + 1.
-        owner: u32,
+        /// The job's ring index + 1, 64 bits wide so that no index maps to 0 (none).
+        owner: u64,
         /// Tiles finished; the workgroup that finishes the last posts the completion.
         done: u32,
         /// The lowest faulted tile (atomic min), 0xFFFFFFFF for none.
@@ -468,9 +492,7 @@ shared_structs! {
         /// The job's cost (loop iterations per tile, `SqEntry::cost`).
         cost: u32,
         /// Reserved, zero.
-        reserved0: u32,
-        /// Reserved, zero.
-        reserved1: u32,
+        reserved: u32,
     }
 
     /// What one tile of a spread job produced (32 bytes), at `SqEntry::tile_out`.
@@ -509,8 +531,8 @@ shared_structs! {
         sq: u64,
         /// Device address of the completion queue.
         cq: u64,
-        /// Device address of the board: BOARD_OPEN open-list words, then a TileCounter per
-        /// ring slot.
+        /// Device address of the board: BOARD_OPEN 64-bit open-list words, then a
+        /// TileCounter per ring slot.
         board: u64,
         /// Ring entries minus one (entries is a power of two).
         ring_mask: u32,

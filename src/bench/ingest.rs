@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::io::{ScanOptions, ScanProgram, ScanValue, Scanner, UringReader, DIRECT_ALIGN};
-use crate::vk::HostPages;
 use crate::Runtime;
 
 /// What to measure.
@@ -97,7 +96,10 @@ impl IngestFile {
     /// Writes `bytes` bytes into a new file in `dir`; returns it and its line count.
     pub fn create(dir: &Path, bytes: u64) -> Result<(Self, u64)> {
         let path = dir.join(format!("megaring-bench-ingest-{}.dat", std::process::id()));
-        let failed = |e: std::io::Error| Error::InvalidConfig(format!("cannot write {}: {e}", path.display()));
+        let failed = |source: std::io::Error| Error::File {
+            path: path.clone(),
+            source,
+        };
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(failed)?);
         let mut block = Vec::with_capacity(1 << 20);
         let mut x = 0x9E37_79B9u32;
@@ -152,10 +154,7 @@ fn median(mut rates: Vec<f64>) -> f64 {
 /// refuse). Use a scanner's [`Scanner::chunk_bytes`] and [`Scanner::slots`] to compare
 /// with its scans.
 pub fn raw_uring(path: &Path, chunk: usize, slots: usize, direct: bool) -> Result<(Duration, bool)> {
-    let pages = HostPages::new(chunk * slots).map_err(|e| Error::Allocation {
-        what: "the raw read region".into(),
-        reason: e.to_string(),
-    })?;
+    let pages = crate::io::arena::staging_pages(chunk * slots, "the raw read region")?;
     // SAFETY: `pages` outlives `reader` (declared after it, dropped first below).
     let mut reader = unsafe { UringReader::new(pages.as_ptr(), pages.len(), slots as u32) }?;
     let start = Instant::now();
@@ -195,7 +194,10 @@ pub fn ingest(runtime: &Runtime, options: &IngestOptions) -> Result<IngestReport
     let (file, lines) = IngestFile::create(&options.dir, options.bytes)?;
     let paths = vec![file.0.clone()];
     // Warm the page cache.
-    std::fs::read(&file.0).map_err(|e| Error::InvalidConfig(format!("cannot read {}: {e}", file.0.display())))?;
+    std::fs::read(&file.0).map_err(|source| Error::File {
+        path: file.0.clone(),
+        source,
+    })?;
     let mut rows = Vec::new();
     let mut ingest = String::new();
     let modes: &[(&str, bool)] = if options.direct {
@@ -230,9 +232,11 @@ pub fn ingest(runtime: &Runtime, options: &IngestOptions) -> Result<IngestReport
                 let time = start.elapsed();
                 let value = report.outcome?;
                 if value != ScanValue::Count(lines) {
-                    return Err(Error::InvalidConfig(format!(
-                        "the scan counted {value} lines, the file has {lines}"
-                    )));
+                    return Err(Error::ResultMismatch {
+                        what: "the scan's line count".into(),
+                        got: value.to_string(),
+                        expected: lines.to_string(),
+                    });
                 }
                 was_direct = report.direct || d;
                 rates.push(gbps(options.bytes, time));

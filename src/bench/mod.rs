@@ -99,10 +99,11 @@ impl SubmitBaseline {
         self.word.read_bytes(0, &mut out);
         self.value = u32::from_le_bytes(out);
         if self.value != 1 {
-            return Err(Error::InvalidConfig(format!(
-                "baseline dispatch wrote {} instead of 1",
-                self.value
-            )));
+            return Err(Error::ResultMismatch {
+                what: "the vkQueueSubmit baseline's dispatch".into(),
+                got: self.value.to_string(),
+                expected: "1".into(),
+            });
         }
         self.word.write_bytes(0, &[0; 4]);
         Ok(elapsed)
@@ -187,6 +188,23 @@ pub struct LatencyOptions {
     pub relaunch_samples: usize,
 }
 
+impl LatencyOptions {
+    /// Refuses counts of zero (nothing to measure).
+    pub fn check(&self) -> Result<()> {
+        let counts = [
+            ("iterations", self.iterations as u64),
+            ("jobs", self.jobs),
+            ("in_flight", self.in_flight as u64),
+            ("threads", self.threads as u64),
+            ("batch", self.batch as u64),
+        ];
+        match counts.iter().find(|(_, n)| *n == 0) {
+            Some((name, _)) => Err(Error::InvalidArgument(format!("{name} = 0; give at least 1"))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Results of one runtime configuration in the latency suite.
 #[derive(Clone, Debug)]
 pub struct RingReport {
@@ -211,6 +229,7 @@ pub struct RingReport {
 impl RingReport {
     /// Runs the suite's ring measurements on `runtime`.
     pub fn measure(runtime: &Runtime, placement: Placement, opts: &LatencyOptions) -> Result<Self> {
+        opts.check()?;
         for _ in 0..opts.iterations.min(1000) / 10 + 1 {
             ring_round_trip(runtime)?; // warm-up
         }
@@ -263,6 +282,9 @@ pub fn ratio(baseline: Duration, measured: Duration) -> f64 {
 
 /// Measures the submit + fence baseline on a context of its own.
 pub fn submit_fence_baseline(ctx: &Arc<Context>, iterations: usize) -> Result<Summary> {
+    if iterations == 0 {
+        return Err(Error::InvalidArgument("iterations = 0; give at least 1".into()));
+    }
     let mut baseline = SubmitBaseline::new(ctx)?;
     for _ in 0..iterations.min(1000) / 10 + 1 {
         baseline.round_trip()?;
@@ -379,7 +401,12 @@ impl NativeBaseline {
             "sum-u32" => (crate::shaders::SUM_U32, "sum-u32"),
             "saxpy" => (crate::shaders::SAXPY, "saxpy"),
             "crc32" => (crate::shaders::CRC32, "crc32"),
-            other => return Err(Error::InvalidConfig(format!("no native baseline for `{other}`"))),
+            other => {
+                return Err(Error::UnknownProgram {
+                    name: other.into(),
+                    known: format!("{VM_PROGRAMS:?}"),
+                })
+            }
         };
         let (grid, tile, tiles) = vm_grid(program, elements, tiles);
         let pipeline = ComputePipeline::new(ctx, spirv, 32, &[(0, lanes), (1, lanes)])?;
@@ -489,7 +516,10 @@ impl InterpretedRun {
     ) -> Result<Self> {
         let library = crate::vm::library::library_program(program)
             .filter(|p| VM_PROGRAMS.contains(&p.name))
-            .ok_or_else(|| Error::InvalidConfig(format!("no comparison for `{program}`")))?;
+            .ok_or_else(|| Error::UnknownProgram {
+                name: program.into(),
+                known: format!("{VM_PROGRAMS:?}"),
+            })?;
         // Tiles no larger than one job's fuel allows on this device (lavapipe's epochs are
         // short): the runtime's workgroups run them, so parallelism stays the native side's.
         let (grid, tile, _) = vm_grid(library.name, elements, tiles);
@@ -573,16 +603,22 @@ pub fn vm_vs_native(
     let names = programs
         .iter()
         .map(|(requested, _)| {
-            VM_PROGRAMS.into_iter().find(|p| p == requested).ok_or_else(|| {
-                Error::InvalidConfig(format!("no comparison for `{requested}`: use one of {VM_PROGRAMS:?}"))
-            })
+            VM_PROGRAMS
+                .into_iter()
+                .find(|p| p == requested)
+                .ok_or_else(|| Error::UnknownProgram {
+                    name: requested.to_string(),
+                    known: format!("{VM_PROGRAMS:?}"),
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let mut out = Vec::new();
     for (name, (_, source)) in names.into_iter().zip(programs) {
         // Native first, on a context of its own (a resident megakernel would hold the queue).
-        let ctx = Arc::new(Context::new(&config.device, config.validation)?);
-        let lanes = config.lanes.unwrap_or(if ctx.caps().lavapipe { 8 } else { 64 });
+        let ctx = Arc::new(Context::new(&config.device, config.validation, config.validation_echo)?);
+        let lanes = config
+            .lanes
+            .unwrap_or(crate::DeviceDefaults::for_device(ctx.caps()).lanes);
         let mut native = NativeBaseline::new(&ctx, name, lanes, elements, tiles)?;
         warm_up(|| native.run())?;
         let mut native_times = (0..samples).map(|_| native.run()).collect::<Result<Vec<_>>>()?;
@@ -619,9 +655,11 @@ pub fn vm_vs_native(
         };
         runtime.shutdown()?;
         if !agree {
-            return Err(Error::InvalidConfig(format!(
-                "{name}: interpreted and native results differ"
-            )));
+            return Err(Error::ResultMismatch {
+                what: format!("{name}, interpreted"),
+                got: format!("{last:?}"),
+                expected: format!("{:?} (native, first words)", &native_out[..native_out.len().min(4)]),
+            });
         }
         out.push(VmComparison {
             program: name,

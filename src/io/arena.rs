@@ -7,43 +7,49 @@
 //! lacks the extension or refuses the pointer, the arena falls back to a mapped host-visible
 //! Vulkan allocation and says so ([`Arena::fallback`]); reads then still land in memory the
 //! GPU reads directly, but the mapping may not be 4 KiB-aligned for `O_DIRECT`.
+//!
+//! The arena owns the io_uring reader that writes into it, and drops it (which waits for
+//! every read in flight) before its own reference to the memory: the memory outlives every
+//! read by construction. Jobs that read a slot hold the buffer alive on their own.
 
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{AllocationError, Error, Result};
 use crate::vk::{Buffer, HostPages, Placement};
 use crate::{DeviceBuffer, Runtime};
 
-use super::{UringReader, DIRECT_ALIGN};
+use super::{IoError, UringReader, DIRECT_ALIGN};
 
-/// Host memory split into equal slots, each the landing place of one file chunk.
+/// Host memory split into equal slots, each the landing place of one file chunk, and the
+/// io_uring reader that lands them there.
 pub struct Arena {
+    // Declared first: dropped (waiting for its reads) before the memory it writes.
+    reader: UringReader,
     buffer: DeviceBuffer,
     slot_bytes: usize,
     slots: usize,
+    depth: u32,
     fallback: Option<String>,
 }
 
 impl Arena {
     /// `slots` slots of `slot_bytes` bytes each (rounded up to 4 KiB), imported into
-    /// `runtime`'s device, and an io_uring reader of queue depth `depth` with the arena
-    /// registered as its fixed buffers.
+    /// `runtime`'s device, with an io_uring reader of queue depth `depth` that has the
+    /// arena registered as its fixed buffers.
     ///
     /// The pages are registered (pinned) before they are imported: pinning for the long
     /// term may migrate a page, and the device must map the pages the reads will land in.
     ///
     /// `import = false` skips the import and takes the fallback (a host-visible Vulkan
     /// allocation), as where the extension is missing.
-    pub fn with_reader(
-        runtime: &Runtime,
-        slots: usize,
-        slot_bytes: usize,
-        depth: u32,
-        import: bool,
-    ) -> Result<(Self, UringReader)> {
+    pub fn new(runtime: &Runtime, slots: usize, slot_bytes: usize, depth: u32, import: bool) -> Result<Self> {
         let slot_bytes = slot_bytes.max(1).next_multiple_of(DIRECT_ALIGN);
         let slots = slots.max(1);
-        let bytes = slot_bytes * slots;
+        let bytes = slot_bytes.checked_mul(slots).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "{slots} slots of {slot_bytes} bytes overflow the address space"
+            ))
+        })?;
         let ctx = runtime.context();
         let mut reader = None;
         let imported = HostPages::new(bytes)
@@ -52,9 +58,7 @@ impl Arena {
                 if !import {
                     return Err("host memory import not requested".to_owned());
                 }
-                // SAFETY: the pages live in the arena's buffer until it drops, after the
-                // reader (the caller keeps the reader declared before the arena).
-                reader = Some(unsafe { UringReader::new(pages.as_ptr(), pages.len(), depth) });
+                reader = Some(Self::reader_for(pages.as_ptr(), pages.len(), depth));
                 Buffer::import_host(ctx, "megaring ingest arena", pages).map_err(|e| e.to_string())
             });
         let (buffer, fallback) = match imported {
@@ -69,16 +73,47 @@ impl Arena {
         };
         let reader = match reader {
             Some(reader) => reader?,
-            // SAFETY: as above, for the buffer's own mapping of `bytes` bytes.
-            None => unsafe { UringReader::new(buffer.host_ptr(), bytes, depth) }?,
+            None => Self::reader_for(buffer.host_ptr(), bytes, depth)?,
         };
-        let arena = Arena {
+        Ok(Arena {
+            reader,
             buffer: DeviceBuffer(Arc::new(buffer)),
             slot_bytes,
             slots,
+            depth,
             fallback,
-        };
-        Ok((arena, reader))
+        })
+    }
+
+    /// A reader over `bytes` bytes at `region`: memory this arena keeps mapped for as long
+    /// as it holds the reader.
+    fn reader_for(region: *mut u8, bytes: usize, depth: u32) -> std::result::Result<UringReader, IoError> {
+        // SAFETY: `region` is the arena's memory (its pages, or the fallback buffer's
+        // mapping), which the arena's buffer keeps mapped; the arena drops the reader
+        // first, and the reader's Drop waits for every read in flight.
+        unsafe { UringReader::new(region, bytes, depth) }
+    }
+
+    /// The reader that lands file bytes in the arena.
+    pub fn reader(&self) -> &UringReader {
+        &self.reader
+    }
+
+    /// The reader, to open files, submit reads and reap them.
+    pub fn reader_mut(&mut self) -> &mut UringReader {
+        &mut self.reader
+    }
+
+    /// Replaces the reader with a new one, after the old one failed (an `io_uring_enter`
+    /// error it cannot recover from). The old reader is dropped once the new one exists,
+    /// which waits for every read the kernel took: once this returns `Ok`, no earlier read
+    /// writes the arena. On `Err` the old reader stays, and so may its reads in flight.
+    /// Files opened with the old reader must be opened again.
+    pub fn restart_reader(&mut self) -> Result<()> {
+        let (region, bytes) = self.region();
+        let fresh = Self::reader_for(region, bytes, self.depth)?;
+        drop(std::mem::replace(&mut self.reader, fresh));
+        Ok(())
     }
 
     /// The whole arena as a buffer jobs can bind (views of it name single slots).
@@ -133,4 +168,12 @@ impl Arena {
             self.buffer.memory_type()
         )
     }
+}
+
+/// The staging memory of a copying baseline, as an allocation error where mapping fails.
+pub(crate) fn staging_pages(bytes: usize, what: &str) -> Result<HostPages> {
+    HostPages::new(bytes).map_err(|e| Error::Allocation {
+        what: what.to_owned(),
+        source: AllocationError::HostMemory(e),
+    })
 }

@@ -43,7 +43,7 @@ use crate::vm::VerifiedProgram;
 use crate::{Completion, DeviceBuffer, DeviceProgram, Job, JobHandle, Placement, Runtime};
 
 use super::arena::Arena;
-use super::uring::{FileId, IoError, UringReader};
+use super::uring::{FileId, IoError};
 
 /// Words before the first record of a request buffer (word 0 is the counter).
 pub const REQUEST_HEADER_WORDS: u32 = 8;
@@ -285,8 +285,7 @@ struct Running {
 /// megakernel. Reusable for many runs.
 pub struct DmaService<'r> {
     runtime: &'r Runtime,
-    // Declared before `arena`: dropped first, waiting for reads still landing in it.
-    reader: UringReader,
+    /// The destination slots and the reader that fills them.
     arena: Arena,
     files: Vec<RegisteredFile>,
     continuations: Vec<DeviceProgram>,
@@ -317,13 +316,11 @@ impl<'r> DmaService<'r> {
                 "{slots} slots of {slot_bytes} bytes; use 1..=1024 slots of 1 byte to 2 GiB"
             )));
         }
-        // The reader is declared before the arena and so dropped (waiting for its reads)
-        // first; jobs reading the arena hold its buffer alive. A slot is read into only
-        // while no job uses it.
-        let (arena, reader) = Arena::with_reader(runtime, slots, slot_bytes, slots as u32, true)?;
+        // Jobs reading the arena hold its buffer alive; a slot is read into only while no
+        // job uses it.
+        let arena = Arena::new(runtime, slots, slot_bytes, slots as u32, true)?;
         Ok(DmaService {
             runtime,
-            reader,
             arena,
             files: Vec::new(),
             continuations: Vec::new(),
@@ -340,11 +337,12 @@ impl<'r> DmaService<'r> {
     /// Its size is taken now: requests at or past it are rejected.
     pub fn register_file(&mut self, path: impl AsRef<Path>) -> Result<u32> {
         let path = path.as_ref();
-        let id = self.reader.open(path, false)?;
+        let reader = self.arena.reader_mut();
+        let id = reader.open(path, false)?;
         self.files.push(RegisteredFile {
             path: path.to_owned(),
             id,
-            len: self.reader.file_len(id),
+            len: reader.file_len(id),
         });
         Ok(self.files.len() as u32 - 1)
     }
@@ -456,7 +454,11 @@ impl<'r> DmaService<'r> {
                 let file = self.files[p.request.file as usize].id;
                 let dst = self.arena.slot_offset(slot);
                 let len = p.request.len as usize;
-                match self.reader.submit_read(file, p.request.offset, dst, len, slot as u64) {
+                match self
+                    .arena
+                    .reader_mut()
+                    .submit_read(file, p.request.offset, dst, len, slot as u64)
+                {
                     Ok(()) => reading[slot] = Some(p),
                     Err(source) => {
                         self.free_slots.push(slot);
@@ -471,15 +473,31 @@ impl<'r> DmaService<'r> {
                 moved = true;
             }
             // 3. Landed reads publish their continuations.
-            if self.reader.in_flight() > 0 {
-                let done = match self.reader.complete(running.is_empty()) {
+            if self.arena.reader().in_flight() > 0 {
+                let done = match self.arena.reader_mut().complete(running.is_empty()) {
                     Ok(done) => done,
                     Err(error) => {
-                        // The ring failed: the reads in it are lost, their slots stay taken.
+                        // The reader failed: restart it (every read the kernel took lands
+                        // first), so every slot is free again once the jobs end, and the
+                        // service serves the next run.
+                        let restarted = self.restart_reader();
+                        for (slot, ..) in landed {
+                            self.free_slots.push(slot);
+                        }
+                        // Slots whose reads may still land (the old reader stayed) are
+                        // never handed out again.
+                        if restarted.is_ok() {
+                            for (slot, read) in reading.iter().enumerate() {
+                                if read.is_some() {
+                                    self.free_slots.push(slot);
+                                }
+                            }
+                        }
                         for job in running {
                             self.slot_back(job.slot);
                             let _ = job.handle.wait();
                         }
+                        restarted?;
                         return Err(error.into());
                     }
                 };
@@ -536,6 +554,17 @@ impl<'r> DmaService<'r> {
                 std::hint::spin_loop();
             }
         }
+    }
+
+    /// Replaces a failed reader and opens the registered files in the new one.
+    fn restart_reader(&mut self) -> Result<()> {
+        self.arena.restart_reader()?;
+        for file in &mut self.files {
+            let reader = self.arena.reader_mut();
+            file.id = reader.open(&file.path, false)?;
+            file.len = reader.file_len(file.id);
+        }
+        Ok(())
     }
 
     /// A zeroed request buffer from the spares, or a new one.

@@ -1,11 +1,17 @@
 //! The streaming scan: files are split into chunks; io_uring reads each chunk into a slot of
-//! the imported [`Arena`]; the completed read publishes one job per tile of the chunk, which
-//! the megakernel runs over the slot in place; when the chunk's jobs complete the slot goes
-//! back to the free list and the chunk's result is folded into its file's, in file order.
+//! the imported [`Arena`]; the completed read publishes the chunk as one job (a spread job
+//! of its tiles where it has several), which the megakernel runs over the slot in place;
+//! when the job completes the slot's scratch is zeroed, the slot goes back to the free
+//! list, and the chunk's result is folded into its file's, in file order.
 //!
-//! Backpressure: a slot is busy from its read's submission until its jobs complete, so the
+//! Backpressure: a slot is busy from its read's submission until its job completes, so the
 //! disk never runs more than `slots` chunks ahead of the GPU, and the ring never holds more
-//! than `slots x tiles` jobs of a scan.
+//! than `slots` jobs of a scan. A chunk's job is published whole or not at all, and a slot
+//! is reused only once its job has ended, whatever the outcome.
+//!
+//! Failures stay with their file: a read error or a failed job fails that file; if the
+//! reader itself fails, the files with reads in flight fail, the reader is restarted (once
+//! every read the kernel took has landed), and the other files go on.
 //!
 //! Chunk borders: counts and histograms add; CRCs combine in GF(2) in file order;
 //! `count-literal` reads `len - 1` bytes past its chunk (rounded up to 4 KiB) so a match that
@@ -19,10 +25,13 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::vm::library::{crc32_x2n, library_program, literal_chain, literal_fuel, literal_max_tile, LibraryProgram};
 use crate::vm::VerifiedProgram;
-use crate::{BufferTable, DeviceBuffer, DeviceProgram, Job, JobHandle, Placement, Runtime};
+use crate::{BufferTable, DeviceBuffer, DeviceProgram, Placement, Runtime, TiledHandle};
 
 use super::arena::Arena;
-use super::uring::{FileId, UringReader, DIRECT_ALIGN};
+use super::uring::{FileId, IoError, DIRECT_ALIGN};
+
+/// The largest chunk: one registered io_uring buffer span, and a grid a u32 counts.
+pub const MAX_CHUNK_BYTES: usize = 1 << 30;
 
 /// What a scan computes over each file.
 #[derive(Clone, Debug)]
@@ -177,7 +186,9 @@ enum SlotState {
     /// Landed (`usize` bytes), waiting for a launch that has not read the slot's previous
     /// contents (see `Runtime::fresh_launch_since`).
     Landed(Chunk, usize),
-    Running(Chunk, Vec<Option<JobHandle>>, Vec<[u32; 4]>),
+    Running(Chunk, TiledHandle),
+    /// Its read may still land: never used again.
+    Lost,
 }
 
 /// A chunk's contribution, folded into its file's result in order.
@@ -193,7 +204,10 @@ enum ChunkValue {
 /// A file's running state.
 struct FileScan {
     path: PathBuf,
+    /// The file in the current reader, while it has chunks to read.
     id: Option<FileId>,
+    /// Whether it was opened (its size and chunks are known).
+    opened: bool,
     len: u64,
     direct: bool,
     chunks: u64,
@@ -228,8 +242,7 @@ pub struct Scanner<'r> {
     runtime: &'r Runtime,
     program: ScanProgram,
     loaded: DeviceProgram,
-    // Declared before `arena`: dropped first, waiting for reads still landing in it.
-    reader: UringReader,
+    /// The slots and the reader that fills them.
     arena: Arena,
     slots: Vec<SlotResources>,
     chunk_bytes: usize,
@@ -242,20 +255,28 @@ pub struct Scanner<'r> {
     /// Per slot: the launch count when its last chunk's jobs completed (they ran in that
     /// launch or earlier); its next chunk's jobs must run in a later launch.
     slot_read_in: Vec<Option<u64>>,
+    /// The reader failed (this error) and could not be replaced: reads of earlier scans
+    /// may still land in the slots, so no scan reads any more.
+    reader_lost: Option<std::sync::Arc<std::io::Error>>,
     _aux: Vec<DeviceBuffer>,
 }
 
 impl<'r> Scanner<'r> {
     /// Sets up the arena, the reader and the program's buffers on `runtime`.
     pub fn new(runtime: &'r Runtime, program: ScanProgram, options: &ScanOptions) -> Result<Self> {
-        let lavapipe = runtime.context().caps().lavapipe;
+        let defaults = runtime.info().defaults;
         let lanes = runtime.info().vm_lanes;
         let chunk_bytes = options
             .chunk_bytes
-            .unwrap_or(if lavapipe { 64 << 10 } else { 4 << 20 })
+            .unwrap_or(defaults.scan_chunk_bytes)
             .max(1)
             .next_multiple_of(DIRECT_ALIGN);
-        let slots = options.slots.unwrap_or(if lavapipe { 4 } else { 16 }).clamp(1, 1024);
+        if chunk_bytes > MAX_CHUNK_BYTES {
+            return Err(Error::InvalidConfig(format!(
+                "chunks of {chunk_bytes} bytes; give at most {MAX_CHUNK_BYTES} (1 GiB)"
+            )));
+        }
+        let slots = options.slots.unwrap_or(defaults.scan_slots).clamp(1, 1024);
         if let ScanProgram::CountLiteral(literal) = &program {
             if literal.is_empty() || literal.len() > 4096 {
                 return Err(Error::InvalidConfig(format!(
@@ -288,19 +309,30 @@ impl<'r> Scanner<'r> {
             .tiles_per_chunk
             .unwrap_or_else(|| (2 * runtime.info().workgroups).div_ceil(slots as u32))
             .max(1);
-        let tile = (chunk_bytes as u32)
-            .div_ceil(spread)
-            .next_multiple_of(4)
-            .min(max_tile)
-            .max(4);
-        let tiles = (chunk_bytes as u32).div_ceil(tile);
+        let chunk_u32 = chunk_bytes as u32; // at most MAX_CHUNK_BYTES
+        let tile = chunk_u32.div_ceil(spread).next_multiple_of(4).min(max_tile).max(4);
+        let tiles = chunk_u32.div_ceil(tile);
         let fuel = match (&program, library) {
             (ScanProgram::CountLiteral(_), _) => literal_fuel(tile, lanes, m),
             (_, Some(library)) => library.fuel(tile, lanes),
             (_, None) => max_fuel,
         };
+        // Per-chunk outputs: a CRC accumulator per tile, count-literal's tables (two words
+        // per lane, entry offset and tile), histogram bins, or a custom program's scratch.
+        let out_words = match &program {
+            ScanProgram::Crc32 => u64::from(tiles),
+            ScanProgram::CountLiteral(_) => 2 * u64::from(lanes) * u64::from(m) * u64::from(tiles),
+            ScanProgram::Histogram => 256,
+            _ => 1024,
+        };
+        if out_words * 4 > u64::from(u32::MAX) {
+            return Err(Error::InvalidConfig(format!(
+                "a {m}-byte literal over chunks of {chunk_bytes} bytes needs {out_words} words of tables per \
+                 chunk; use smaller chunks or a shorter literal"
+            )));
+        }
 
-        let (arena, reader) = Arena::with_reader(
+        let arena = Arena::new(
             runtime,
             slots,
             chunk_bytes + overlap,
@@ -328,12 +360,6 @@ impl<'r> Scanner<'r> {
             }
             _ => Vec::new(),
         };
-        let out_words = match &program {
-            ScanProgram::Crc32 => u64::from(tiles),
-            ScanProgram::CountLiteral(_) => 2 * u64::from(lanes * m * tiles),
-            ScanProgram::Histogram => 256,
-            _ => 1024,
-        };
         let slot_bytes = arena.slot_bytes() as u64;
         let mut resources = Vec::with_capacity(slots);
         for slot in 0..slots {
@@ -357,7 +383,6 @@ impl<'r> Scanner<'r> {
             runtime,
             program,
             loaded,
-            reader,
             slots: resources,
             chunk_bytes,
             overlap,
@@ -365,16 +390,15 @@ impl<'r> Scanner<'r> {
             fuel,
             direct,
             staging: if options.copy_reads {
-                Some(
-                    crate::vk::HostPages::new(arena.slot_bytes()).map_err(|e| Error::Allocation {
-                        what: "the baseline's staging buffer".into(),
-                        reason: e.to_string(),
-                    })?,
-                )
+                Some(super::arena::staging_pages(
+                    arena.slot_bytes(),
+                    "the baseline's staging buffer",
+                )?)
             } else {
                 None
             },
             slot_read_in: vec![None; slots],
+            reader_lost: None,
             arena,
             _aux: aux,
         })
@@ -387,7 +411,7 @@ impl<'r> Scanner<'r> {
             self.arena.describe(),
             self.chunk_bytes >> 10,
             self.tile,
-            if self.reader.fixed_buffers() {
+            if self.arena.reader().fixed_buffers() {
                 "registered (READ_FIXED)"
             } else {
                 "unregistered (READ)"
@@ -417,7 +441,7 @@ impl<'r> Scanner<'r> {
 
     /// Whether reads use registered buffers (`READ_FIXED`).
     pub fn fixed_buffers(&self) -> bool {
-        self.reader.fixed_buffers()
+        self.arena.reader().fixed_buffers()
     }
 
     /// Scans `paths` in order; every file gets a report, in the order given.
@@ -439,6 +463,17 @@ impl<'r> Scanner<'r> {
                 files_total: paths.len(),
             },
         };
+        if let Some(source) = &self.reader_lost {
+            for file in &mut run.files {
+                file.error = Some(
+                    IoError::ReaderFailed {
+                        path: file.path.clone(),
+                        source: source.clone(),
+                    }
+                    .into(),
+                );
+            }
+        }
         let mut idle_since: Option<Instant> = None;
         while run.reports.iter().any(Option::is_none) {
             let mut moved = self.issue_reads(&mut run);
@@ -472,9 +507,7 @@ impl<'r> Scanner<'r> {
     fn issue_reads(&mut self, run: &mut ScanRun) -> bool {
         let mut moved = false;
         while let Some(slot) = run.slots.iter().position(|s| matches!(s, SlotState::Free)) {
-            while run.opened < run.files.len()
-                && run.files[run.opened].id.is_some()
-                && !self.issuing(&run.files[run.opened])
+            while run.opened < run.files.len() && run.files[run.opened].opened && !self.issuing(&run.files[run.opened])
             {
                 run.opened += 1;
             }
@@ -482,7 +515,7 @@ impl<'r> Scanner<'r> {
                 break;
             }
             let file = &mut run.files[run.opened];
-            if file.id.is_none() && file.error.is_none() && !file.reported {
+            if !file.opened && file.error.is_none() && !file.reported {
                 self.open(file);
                 moved = true;
             }
@@ -515,9 +548,10 @@ impl<'r> Scanner<'r> {
                     Ok(got) => (slot, got, None),
                     Err(e) => (slot, 0, Some(e)),
                 });
-            } else if let Err(e) = self
-                .reader
-                .submit_read(file.id.expect("opened"), offset, dst, read, slot as u64)
+            } else if let Err(e) =
+                self.arena
+                    .reader_mut()
+                    .submit_read(file.id.expect("opened"), offset, dst, read, slot as u64)
             {
                 file.error = Some(e.into());
                 continue;
@@ -531,7 +565,8 @@ impl<'r> Scanner<'r> {
 
     /// Opens `file` for reading (and for the copy baseline), recording its size or error.
     fn open(&mut self, file: &mut FileScan) {
-        let id = match self.reader.open(&file.path, self.direct) {
+        let reader = self.arena.reader_mut();
+        let id = match reader.open(&file.path, self.direct) {
             Ok(id) => id,
             Err(e) => {
                 file.error = Some(e.into());
@@ -539,8 +574,9 @@ impl<'r> Scanner<'r> {
             }
         };
         file.id = Some(id);
-        file.len = self.reader.file_len(id);
-        file.direct = self.reader.is_direct(id);
+        file.opened = true;
+        file.len = reader.file_len(id);
+        file.direct = reader.is_direct(id);
         file.chunks = file.len.div_ceil(self.chunk_bytes as u64);
         if self.staging.is_some() {
             use std::os::unix::fs::OpenOptionsExt;
@@ -568,25 +604,17 @@ impl<'r> Scanner<'r> {
     /// a short or failed read fails its file. Returns whether anything moved.
     fn reap_reads(&mut self, run: &mut ScanRun) -> bool {
         let running = run.slots.iter().any(|s| matches!(s, SlotState::Running(..)));
-        let wait = !running && self.reader.in_flight() > 0 && run.landed.is_empty();
-        let reaped = if self.reader.in_flight() > 0 {
-            self.reader.complete(wait)
+        let in_flight = self.arena.reader().in_flight();
+        let wait = !running && in_flight > 0 && run.landed.is_empty();
+        let reaped = if in_flight > 0 {
+            self.arena.reader_mut().complete(wait)
         } else {
             Ok(Vec::new())
         };
         let done = match reaped {
             Ok(done) => done,
             Err(e) => {
-                // The ring itself failed: every file with reads in flight fails.
-                let message = e.to_string();
-                for slot in run.slots.iter_mut() {
-                    if let SlotState::Reading(chunk) = std::mem::replace(slot, SlotState::Free) {
-                        let file = &mut run.files[chunk.file];
-                        file.error
-                            .get_or_insert_with(|| Error::InvalidConfig(format!("io_uring failed: {message}")));
-                        file.in_flight -= 1;
-                    }
-                }
+                self.restart_reader(run, e);
                 return true;
             }
         };
@@ -619,6 +647,74 @@ impl<'r> Scanner<'r> {
         moved
     }
 
+    /// The reader failed (`error`): the files with reads in flight fail, the reader is
+    /// restarted once every read the kernel took has landed (so no slot is written after
+    /// it is freed), and the files still to be read are opened again in the new reader.
+    fn restart_reader(&mut self, run: &mut ScanRun, error: IoError) {
+        let source = std::sync::Arc::new(match error {
+            IoError::Submit { source } => source,
+            other => std::io::Error::other(other.to_string()),
+        });
+        let failed = |path: &Path| -> Error {
+            IoError::ReaderFailed {
+                path: path.to_owned(),
+                source: source.clone(),
+            }
+            .into()
+        };
+        for slot in &run.slots {
+            if let SlotState::Reading(chunk) = slot {
+                let file = &mut run.files[chunk.file];
+                file.error.get_or_insert_with(|| failed(&file.path));
+            }
+        }
+        let restarted = self.arena.restart_reader();
+        if restarted.is_err() {
+            // The old reader stays, and its reads may still land: no slot may be read into
+            // again, by this scan or a later one.
+            self.reader_lost = Some(source.clone());
+        }
+        // Every read the old reader's kernel side took has landed (else the slots are
+        // lost): they are not reading any more.
+        for slot in run.slots.iter_mut() {
+            if let SlotState::Reading(chunk) = *slot {
+                *slot = if restarted.is_ok() {
+                    SlotState::Free
+                } else {
+                    SlotState::Lost
+                };
+                run.files[chunk.file].in_flight -= 1;
+            }
+        }
+        // Every FileId belonged to the old reader.
+        for file in run.files.iter_mut() {
+            file.id = None;
+            if self.reader_lost.is_some() && !file.reported {
+                file.error.get_or_insert_with(|| failed(&file.path));
+            }
+            if !file.opened || file.error.is_some() || file.issued >= file.chunks {
+                continue;
+            }
+            let reader = self.arena.reader_mut();
+            match reader.open(&file.path, self.direct) {
+                Ok(id) if reader.file_len(id) >= file.len => {
+                    file.direct = reader.is_direct(id);
+                    file.id = Some(id);
+                }
+                Ok(id) => {
+                    let got = reader.file_len(id);
+                    let _ = reader.close(id);
+                    file.error = Some(Error::FileShrank {
+                        path: file.path.clone(),
+                        expected: file.len,
+                        got,
+                    });
+                }
+                Err(e) => file.error = Some(e.into()),
+            }
+        }
+    }
+
     /// Step 3: landed chunks publish their jobs once no running launch has read the slot's
     /// previous contents (the device may cache them); else a relaunch is requested.
     fn publish_landed(&mut self, run: &mut ScanRun) -> bool {
@@ -635,10 +731,7 @@ impl<'r> Scanner<'r> {
             }
             moved = true;
             match self.publish(slot, &chunk, got) {
-                Ok(handles) => {
-                    let n = handles.len();
-                    *entry = SlotState::Running(chunk, handles, vec![[0; 4]; n]);
-                }
+                Ok(handle) => *entry = SlotState::Running(chunk, handle),
                 Err(e) => {
                     *entry = SlotState::Free;
                     let file = &mut run.files[chunk.file];
@@ -650,45 +743,31 @@ impl<'r> Scanner<'r> {
         moved
     }
 
-    /// Step 4: chunks whose jobs all completed fold into their file; their slot is free.
+    /// Step 4: chunks whose job ended fold into their file (or fail it); their slot's
+    /// scratch is zeroed, whatever the outcome, and the slot is free.
     fn fold_finished(&mut self, run: &mut ScanRun) -> bool {
         let mut moved = false;
         for (slot, entry) in run.slots.iter_mut().enumerate() {
-            let SlotState::Running(chunk, handles, results) = entry else {
+            let SlotState::Running(chunk, handle) = entry else {
                 continue;
             };
-            let mut failed = None;
-            for (handle, result) in handles.iter_mut().zip(results.iter_mut()) {
-                match handle.as_mut().and_then(JobHandle::poll) {
-                    Some(Ok(done)) => {
-                        *result = done.results;
-                        *handle = None;
-                    }
-                    Some(Err(e)) => {
-                        failed = Some(e);
-                        *handle = None;
-                    }
-                    None => {}
-                }
-            }
-            let finished = handles.iter().all(Option::is_none);
-            if failed.is_none() && !finished {
+            let Some(outcome) = handle.poll() else {
                 continue;
-            }
-            // A failed chunk's other jobs finish before the slot is reused.
-            for h in handles.iter_mut().filter_map(Option::take) {
-                let _ = h.wait();
-            }
-            let (chunk, results) = (*chunk, std::mem::take(results));
+            };
+            let chunk = *chunk;
+            // The job has ended (a failure the runtime reports, too, ends every use of the
+            // slot: a failed runtime runs nothing more), so the slot may be reused.
+            let value = outcome.and_then(|tiles| {
+                let results: Vec<[u32; 4]> = tiles.iter().map(|t| t.results).collect();
+                self.chunk_value(slot, &chunk, &results)
+            });
+            let out = &self.slots[slot].out.0;
+            out.write_bytes(0, &vec![0; out.size() as usize]);
             *entry = SlotState::Free;
             self.slot_read_in[slot] = Some(self.runtime.launches());
             moved = true;
             let file = &mut run.files[chunk.file];
             file.in_flight -= 1;
-            let value = match failed {
-                Some(e) => Err(e),
-                None => self.chunk_value(slot, &chunk, &results),
-            };
             match value {
                 Ok(value) => {
                     file.pending.insert(chunk.index, value);
@@ -708,13 +787,13 @@ impl<'r> Scanner<'r> {
     fn report_files(&mut self, run: &mut ScanRun) -> bool {
         let mut reported = false;
         for (k, file) in run.files.iter_mut().enumerate() {
-            let started = file.id.is_some() || file.error.is_some();
+            let started = file.opened || file.error.is_some();
             let issued_all = file.error.is_some() || file.issued >= file.chunks;
             if file.reported || !started || !issued_all || file.in_flight > 0 {
                 continue;
             }
             if let Some(id) = file.id.take() {
-                let _ = self.reader.close(id);
+                let _ = self.arena.reader_mut().close(id);
             }
             file.reported = true;
             let outcome = match file.error.take() {
@@ -737,6 +816,7 @@ impl<'r> Scanner<'r> {
         FileScan {
             path: path.to_owned(),
             id: None,
+            opened: false,
             len: 0,
             direct: false,
             chunks: 0,
@@ -760,13 +840,13 @@ impl<'r> Scanner<'r> {
 
     /// Whether `file` still has chunks to read (opened, no error, not all issued).
     fn issuing(&self, file: &FileScan) -> bool {
-        !file.reported && file.error.is_none() && (file.id.is_none() || file.issued < file.chunks)
+        !file.reported && file.error.is_none() && (!file.opened || file.issued < file.chunks)
     }
 
-    /// Publishes the tiles of a chunk that landed in `slot` (`landed` bytes, its own and
-    /// the overlap).
-    fn publish(&self, slot: usize, chunk: &Chunk, landed: usize) -> Result<Vec<Option<JobHandle>>> {
-        let grid = chunk.bytes as u32;
+    /// Publishes the job of a chunk that landed in `slot` (`landed` bytes, its own and the
+    /// overlap): one job, a spread job of its tiles where it has several.
+    fn publish(&self, slot: usize, chunk: &Chunk, landed: usize) -> Result<TiledHandle> {
+        let grid = chunk.bytes as u32; // at most MAX_CHUNK_BYTES
         let args = match &self.program {
             ScanProgram::CountByte(b) => [u32::from(*b), 0, 0, 0],
             ScanProgram::Crc32 => [0, self.tile, 0, 0],
@@ -775,23 +855,11 @@ impl<'r> Scanner<'r> {
             _ => [0; 4],
         };
         let table = &self.slots[slot].table;
-        let jobs = (0..grid.div_ceil(self.tile))
-            .map(|t| {
-                let start = t * self.tile;
-                Job::program_tile(
-                    &self.loaded,
-                    table,
-                    start..(start + self.tile).min(grid),
-                    args,
-                    self.fuel,
-                )
-                .map(|job| job.with_tag(chunk.offset + u64::from(start)))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(self.runtime.submit_batch(jobs)?.into_iter().map(Some).collect())
+        self.runtime
+            .submit_tiled(&self.loaded, table, grid, self.tile, args, self.fuel)
     }
 
-    /// Reads a finished chunk's outputs (and clears what the next chunk accumulates into).
+    /// Reads a finished chunk's outputs.
     fn chunk_value(&self, slot: usize, chunk: &Chunk, tiles: &[[u32; 4]]) -> Result<ChunkValue> {
         let out = &self.slots[slot].out;
         Ok(match &self.program {
@@ -802,7 +870,6 @@ impl<'r> Scanner<'r> {
                 let whole = library_program("crc32")
                     .and_then(|p| p.combine(tiles))
                     .expect("crc32 combines");
-                out.write_u32(0, &vec![0; tiles.len()])?;
                 ChunkValue::Crc(whole[0], chunk.bytes as u64)
             }
             ScanProgram::CountLiteral(literal) => {
@@ -815,11 +882,7 @@ impl<'r> Scanner<'r> {
                         .collect(),
                 )
             }
-            ScanProgram::Histogram => {
-                let bins = out.read_u32(0, 256)?;
-                out.write_u32(0, &[0; 256])?;
-                ChunkValue::Histogram(bins)
-            }
+            ScanProgram::Histogram => ChunkValue::Histogram(out.read_u32(0, 256)?),
             ScanProgram::Custom { .. } => {
                 let mut sums = [0u64; 4];
                 for t in tiles {

@@ -96,6 +96,15 @@ pub enum IoError {
         /// What the kernel said.
         source: io::Error,
     },
+    /// The file's reads were in flight when the reader failed (an `io_uring_enter` error it
+    /// cannot recover from); the reader was replaced, other files went on.
+    #[error("reading {} stopped: io_uring failed ({source}); the reader was restarted, read the file again", path.display())]
+    ReaderFailed {
+        /// The file.
+        path: PathBuf,
+        /// What `io_uring_enter` said (shared by every file it stopped).
+        source: Arc<io::Error>,
+    },
     /// The queue depth given to [`UringReader::new`] is out of range.
     #[error("queue depth {depth} is out of range; use 1..=32768")]
     InvalidDepth {
@@ -611,6 +620,12 @@ impl UringReader {
     /// Submits queued SQEs, waiting for `want` completions; a busy or interrupted enter returns
     /// early (the caller reaps and calls again).
     fn enter(&mut self, want: usize) -> Result<(), IoError> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(errno) = faults::enter_fault() {
+            return Err(IoError::Submit {
+                source: io::Error::from_raw_os_error(errno),
+            });
+        }
         match self.ring.submit_and_wait(want) {
             Ok(_) => Ok(()),
             Err(error) if retryable(&error) => Ok(()),
@@ -627,6 +642,11 @@ impl UringReader {
             let id = id as usize;
             let Some(request) = self.requests.get_mut(id).and_then(Option::as_mut) else {
                 continue;
+            };
+            #[cfg(feature = "fault-injection")]
+            let result = match self.files[request.file].open.as_ref() {
+                Some(open) if result >= 0 => faults::read_fault(&open.path).map_or(result, |errno| -errno),
+                _ => result,
             };
             let finish = if result < 0 {
                 let errno = -result;
@@ -741,6 +761,66 @@ impl Drop for UringReader {
             let _ = submitter.unregister_buffers();
         }
         // The files close when the table drops, after the ring no longer references them.
+    }
+}
+
+/// Fault injection for tests (feature `fault-injection`, never in a default build): read
+/// errors for chosen files, and `io_uring_enter` failures, as every reader of the process
+/// would see them from the kernel.
+#[cfg(feature = "fault-injection")]
+pub mod faults {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    struct Rules {
+        /// Files whose reads fail, and with which errno.
+        reads: Vec<(PathBuf, i32)>,
+        /// `io_uring_enter` calls left to fail, and with which errno.
+        enters: u32,
+        enter_errno: i32,
+    }
+
+    static RULES: Mutex<Rules> = Mutex::new(Rules {
+        reads: Vec::new(),
+        enters: 0,
+        enter_errno: 0,
+    });
+
+    fn rules() -> std::sync::MutexGuard<'static, Rules> {
+        RULES.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every read of `path` (the path as opened) completes with `errno` (e.g. `libc::EIO`)
+    /// instead of its bytes, until [`clear`].
+    pub fn fail_reads(path: &Path, errno: i32) {
+        rules().reads.push((path.to_owned(), errno));
+    }
+
+    /// The next `count` calls of `io_uring_enter`, by any reader, fail with `errno`
+    /// without reaching the kernel (the queued reads stay queued).
+    pub fn fail_enters(count: u32, errno: i32) {
+        let mut rules = rules();
+        rules.enters = count;
+        rules.enter_errno = errno;
+    }
+
+    /// Removes every injected fault.
+    pub fn clear() {
+        let mut rules = rules();
+        rules.reads.clear();
+        rules.enters = 0;
+    }
+
+    pub(super) fn read_fault(path: &Path) -> Option<i32> {
+        rules().reads.iter().find(|(p, _)| p == path).map(|&(_, errno)| errno)
+    }
+
+    pub(super) fn enter_fault() -> Option<i32> {
+        let mut rules = rules();
+        (rules.enters > 0).then(|| {
+            rules.enters -= 1;
+            rules.enter_errno
+        })
     }
 }
 

@@ -38,7 +38,7 @@ mod tests {
     fn entries_have_the_sizes_the_protocol_documents() {
         assert_eq!(size_of::<SqEntry>(), 80);
         assert_eq!(size_of::<CqEntry>(), 32);
-        assert_eq!(size_of::<ControlBlock>(), 68);
+        assert_eq!(size_of::<ControlBlock>(), 76);
         assert_eq!(size_of::<LaunchParams>(), 48);
         assert_eq!(size_of::<TileCounter>(), 32);
         assert_eq!(size_of::<TileResult>(), 32);

@@ -10,11 +10,15 @@
 //! A slot is free for index `i + N` once job `i` has completed: its handle took the
 //! completion, or the producer of `i + N` moved it to a host-side overflow table. So the
 //! ring's capacity bounds the jobs on the device, never the completions a host holds.
+//!
+//! Every index is valid, `u32::MAX` included: the words that say "job `i`" hold `i + 1`
+//! (wrapping, so 0 for `u32::MAX`), and a ring starts with every slot's sequence words
+//! set to the lap before its first index, never to the value its first job will write.
 
 pub mod layout;
 
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use layout::{ControlBlock, CqEntry, SqEntry, CQ_SEQ_OFFSET, SQ_SEQ_OFFSET};
@@ -36,6 +40,9 @@ impl ControlWord {
     pub(crate) const JOBS_DONE: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, jobs_done));
     pub(crate) const UNPLANNED_EXITS: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, unplanned_exits));
     pub(crate) const SPREAD_OPEN: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, spread_open));
+    pub(crate) const TILES_DONE: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, tiles_done));
+    #[cfg(feature = "fault-injection")]
+    pub(crate) const FAULT: ControlWord = ControlWord(std::mem::offset_of!(ControlBlock, fault));
 }
 
 /// Host-side bookkeeping for one ring slot.
@@ -45,11 +52,21 @@ struct SlotState {
     /// taken); then `i + N`, the only index that may reserve it next. Moved on by CAS,
     /// either by the handle taking the completion or by the producer of `i + N`.
     next: AtomicU32,
-    /// `i + 1` when the handle of job `i` was dropped before taking its completion (the
-    /// producer of `i + N` then discards it). 0 otherwise.
-    detached: AtomicU32,
-    /// Buffers the job in this slot uses, kept alive until its completion is consumed.
-    keep: Mutex<Vec<Arc<Buffer>>>,
+    /// `i + 1` (as u64, so never 0) when the handle of job `i` was dropped before taking
+    /// its completion (the producer of `i + N` then discards it). 0 otherwise.
+    detached: AtomicU64,
+    /// The buffers of the job published in this slot, kept alive until its completion is
+    /// consumed. Tagged with the job's index: whoever frees the slot for `i + N` drops
+    /// them only while they are still job `i`'s, so a release that comes late never
+    /// drops the buffers of the job published after it.
+    keep: Mutex<Keep>,
+}
+
+/// The buffers a job holds, and the job's index.
+#[derive(Debug, Default)]
+struct Keep {
+    index: u32,
+    buffers: Vec<Arc<Buffer>>,
 }
 
 /// Pads a value to its own cache line.
@@ -75,8 +92,9 @@ pub(crate) struct Rings {
 }
 
 impl Rings {
-    /// Allocates the control block and rings with `entries` slots (a power of two).
-    pub(crate) fn new(ctx: &Arc<Context>, entries: u32, cq_placement: Placement) -> Result<Self> {
+    /// Allocates the control block and rings with `entries` slots (a power of two), whose
+    /// first job takes index `first`.
+    pub(crate) fn new(ctx: &Arc<Context>, entries: u32, cq_placement: Placement, first: u32) -> Result<Self> {
         debug_assert!(entries.is_power_of_two());
         let control = Buffer::new(
             ctx,
@@ -106,12 +124,23 @@ impl Rings {
         let block = ControlBlock {
             magic: layout::MAGIC,
             version: layout::PROTOCOL_VERSION,
+            sq_head: first,
             ..Default::default()
         };
         control.write_bytes(0, bytemuck::bytes_of(&block));
+        // Slot k's first index, and the sequence words of the lap before it: "published"
+        // and "completed" for no index this ring will hand out before that lap comes round.
+        let first_of = |k: u32| first.wrapping_add(k.wrapping_sub(first) & (entries - 1));
+        for k in 0..entries {
+            let stale = first_of(k).wrapping_sub(entries).wrapping_add(1);
+            let sq_offset = k as usize * std::mem::size_of::<SqEntry>() + SQ_SEQ_OFFSET;
+            let cq_offset = k as usize * std::mem::size_of::<CqEntry>() + CQ_SEQ_OFFSET;
+            sq.write_bytes(sq_offset as u64, &stale.to_ne_bytes());
+            cq.write_bytes(cq_offset as u64, &stale.to_ne_bytes());
+        }
         let slots = (0..entries)
-            .map(|i| SlotState {
-                next: AtomicU32::new(i),
+            .map(|k| SlotState {
+                next: AtomicU32::new(first_of(k)),
                 ..Default::default()
             })
             .collect();
@@ -122,7 +151,7 @@ impl Rings {
             cq,
             board,
             entries,
-            tail: CachePadded(AtomicU32::new(0)),
+            tail: CachePadded(AtomicU32::new(first)),
             slots,
             overflow: Mutex::default(),
         })
@@ -148,28 +177,16 @@ impl Rings {
         &self.board
     }
 
-    /// Bytes of the board of a ring of `entries` slots: the open list, then a tile
-    /// counter per slot.
+    /// Bytes of the board of a ring of `entries` slots: the open list (64-bit words), then
+    /// a tile counter per slot.
     fn board_bytes(entries: u32) -> u64 {
-        u64::from(layout::BOARD_OPEN) * 4 + u64::from(entries) * std::mem::size_of::<layout::TileCounter>() as u64
-    }
-
-    /// Tiles finished over every slot's tile counter (wrapping): moves whenever a launch
-    /// finishes a tile of a spread job. Reads the whole board.
-    pub(crate) fn board_tiles_done(&self) -> u32 {
-        let counters = u64::from(self.entries) * std::mem::size_of::<layout::TileCounter>() as u64;
-        let mut bytes = vec![0u8; counters as usize];
-        self.board.read_bytes(u64::from(layout::BOARD_OPEN) * 4, &mut bytes);
-        bytes
-            .chunks_exact(std::mem::size_of::<layout::TileCounter>())
-            .map(|c| bytemuck::pod_read_unaligned::<layout::TileCounter>(c).done)
-            .fold(0u32, u32::wrapping_add)
+        u64::from(layout::BOARD_OPEN) * 8 + u64::from(entries) * std::mem::size_of::<layout::TileCounter>() as u64
     }
 
     /// Empties the board's open list and zeroes the count of open spread jobs, after their
     /// jobs were failed. Only while no kernel runs.
     pub(crate) fn reset_board(&self) {
-        self.board.write_bytes(0, &[0u8; layout::BOARD_OPEN as usize * 4]);
+        self.board.write_bytes(0, &[0u8; layout::BOARD_OPEN as usize * 8]);
         self.store(ControlWord::SPREAD_OPEN, 0);
     }
 
@@ -260,8 +277,8 @@ impl Rings {
             .compare_exchange(previous, index, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            slot.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            let detached = previous.wrapping_add(1);
+            self.release(previous);
+            let detached = u64::from(previous) + 1;
             if slot.detached.load(Ordering::Acquire) != detached {
                 self.overflow().insert(previous, entry);
                 // The handle may have been dropped while we inserted: drop the entry too.
@@ -271,6 +288,19 @@ impl Rings {
             }
         }
         slot.next.load(Ordering::Acquire) == index
+    }
+
+    /// Drops the buffers job `index` kept alive, if its slot still holds them (once the
+    /// slot was handed to `index + N`, its producer may have stored its own already).
+    fn release(&self, index: u32) {
+        let buffers = {
+            let mut keep = self.slot(index).keep.lock().unwrap_or_else(|p| p.into_inner());
+            if keep.index != index {
+                return;
+            }
+            std::mem::take(&mut keep.buffers)
+        };
+        drop(buffers); // outside the lock: freeing memory takes the allocator's lock
     }
 
     fn slot(&self, index: u32) -> &SlotState {
@@ -286,11 +316,15 @@ impl Rings {
     /// the two fences (which drain write-combining buffers across PCIe) among the jobs.
     pub(crate) fn publish(&self, first: u32, entries: impl ExactSizeIterator<Item = (SqEntry, Vec<Arc<Buffer>>)>) {
         let count = entries.len() as u32;
-        for (k, (mut entry, keep)) in entries.enumerate() {
+        for (k, (mut entry, buffers)) in entries.enumerate() {
             let index = first.wrapping_add(k as u32);
-            if !keep.is_empty() {
-                *self.slot(index).keep.lock().unwrap_or_else(|p| p.into_inner()) = keep;
-            }
+            // Replaces what the slot's previous job kept: it has completed (or `index` could
+            // not have been reserved), so nothing on the device uses those buffers.
+            let previous = std::mem::replace(
+                &mut *self.slot(index).keep.lock().unwrap_or_else(|p| p.into_inner()),
+                Keep { index, buffers },
+            );
+            drop(previous);
             entry.seq = 0;
             let offset = (index & (self.entries - 1)) as usize * std::mem::size_of::<SqEntry>();
             self.sq
@@ -336,7 +370,7 @@ impl Rings {
                 )
                 .is_ok()
             {
-                slot.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.release(index);
                 return Some(entry);
             }
         }
@@ -346,9 +380,7 @@ impl Rings {
 
     /// Records that the handle of `index` was dropped before taking its completion.
     pub(crate) fn detach(&self, index: u32) {
-        self.slot(index)
-            .detached
-            .store(index.wrapping_add(1), Ordering::Release);
+        self.slot(index).detached.store(u64::from(index) + 1, Ordering::Release);
         self.overflow().remove(&index);
     }
 
@@ -415,5 +447,98 @@ impl Rings {
             cancelled += 1;
         }
         cancelled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vk::DeviceSelector;
+
+    fn rings(entries: u32, first: u32) -> (Arc<Context>, Rings) {
+        let ctx = Arc::new(Context::new(&DeviceSelector::from_env(), false, false).expect("a Vulkan device"));
+        let rings = Rings::new(&ctx, entries, Placement::HostCached, first).unwrap();
+        (ctx, rings)
+    }
+
+    fn buffer(ctx: &Arc<Context>) -> Arc<Buffer> {
+        Arc::new(Buffer::new(ctx, "kept", 4, Placement::HostCached).unwrap())
+    }
+
+    #[test]
+    fn a_late_release_never_drops_the_buffers_of_the_next_job_in_the_slot() {
+        let (ctx, rings) = rings(2, 0);
+        let (a, b) = (buffer(&ctx), buffer(&ctx));
+        let (first, _) = rings.try_reserve_run(1).unwrap();
+        rings.publish(first, std::iter::once((SqEntry::default(), vec![a.clone()])));
+        rings.post_from_host(first, layout::STATUS_OK);
+        // The handle of job 0 hands its slot to index 2 ...
+        let slot = rings.slot(first);
+        slot.next
+            .compare_exchange(0, 2, Ordering::AcqRel, Ordering::Acquire)
+            .unwrap();
+        // ... a producer reserves 2 and publishes it with its own buffers ...
+        assert_eq!(rings.try_reserve_run(2), Some((1, 2)));
+        rings.publish(
+            1,
+            [(SqEntry::default(), vec![]), (SqEntry::default(), vec![b.clone()])].into_iter(),
+        );
+        // ... and only then does the handle's release of job 0 come.
+        rings.release(first);
+        assert_eq!(Arc::strong_count(&b), 2, "job 2's buffer was dropped while it runs");
+        assert_eq!(
+            Arc::strong_count(&a),
+            1,
+            "job 0's buffer outlived its job and the slot's reuse"
+        );
+        // Job 2 completes and is taken: now its buffer goes.
+        rings.post_from_host(2, layout::STATUS_OK);
+        assert!(rings.take(2).is_some());
+        assert_eq!(Arc::strong_count(&b), 1);
+    }
+
+    #[test]
+    fn a_ring_starting_at_any_index_sees_no_job_before_it_is_published() {
+        for first in [0, 1, u32::MAX - 2, u32::MAX - 1, u32::MAX] {
+            let (_ctx, rings) = rings(4, first);
+            assert_eq!(rings.load(ControlWord::SQ_HEAD), first);
+            for k in 0..4u32 {
+                let index = first.wrapping_add(k);
+                assert!(
+                    rings.completion(index).is_none(),
+                    "first {first}: index {index} looks completed"
+                );
+                let offset = (index & 3) as usize * std::mem::size_of::<SqEntry>() + SQ_SEQ_OFFSET;
+                let seq = Rings::word(&rings.sq, offset).load(Ordering::Acquire);
+                assert_ne!(
+                    seq,
+                    index.wrapping_add(1),
+                    "first {first}: index {index} looks published"
+                );
+            }
+            assert_eq!(rings.try_reserve_run(8), Some((first, 4)));
+            assert_eq!(rings.try_reserve_run(1), None, "a full ring has no room");
+        }
+    }
+
+    #[test]
+    fn the_completion_of_index_u32_max_is_kept_for_its_handle_unless_detached() {
+        for detach in [false, true] {
+            let (_ctx, rings) = rings(2, u32::MAX);
+            assert_eq!(rings.try_reserve_run(1), Some((u32::MAX, 1)));
+            rings.publish(u32::MAX, std::iter::once((SqEntry::default(), vec![])));
+            rings.post_from_host(u32::MAX, layout::STATUS_OK);
+            if detach {
+                rings.detach(u32::MAX);
+            }
+            // The producer of index 1 (u32::MAX + 2) needs the slot: it moves the completion
+            // aside for the handle, or drops it for a detached job.
+            assert_eq!(rings.try_reserve_run(2), Some((0, 2)));
+            let kept = rings.overflow().contains_key(&u32::MAX);
+            assert_eq!(kept, !detach, "detached {detach}");
+            if !detach {
+                assert!(rings.take(u32::MAX).is_some(), "the handle finds its completion");
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
 use super::caps::Capabilities;
 use super::instance::{Instance, ValidationLog};
-use crate::error::{Error, Result};
+use crate::error::{AllocationError, Error, Result};
 
 /// Which physical device to use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,21 +26,25 @@ pub enum DeviceSelector {
 }
 
 impl DeviceSelector {
-    /// Reads `MEGARING_DEVICE` (an index or a name substring); `Auto` when unset.
+    /// Reads `MEGARING_DEVICE` (see [`DeviceSelector::parse`]); `Auto` when unset.
     pub fn from_env() -> Self {
-        match std::env::var("MEGARING_DEVICE") {
-            Ok(s) if !s.trim().is_empty() => match s.trim().parse::<usize>() {
-                Ok(i) => DeviceSelector::Index(i),
-                Err(_) => DeviceSelector::Name(s.trim().to_owned()),
-            },
-            _ => DeviceSelector::Auto,
+        std::env::var("MEGARING_DEVICE").map_or(DeviceSelector::Auto, |s| Self::parse(&s))
+    }
+
+    /// An index, or a name substring; `Auto` for an empty text.
+    pub fn parse(text: &str) -> Self {
+        match text.trim() {
+            "" => DeviceSelector::Auto,
+            s => s
+                .parse::<usize>()
+                .map_or_else(|_| DeviceSelector::Name(s.to_owned()), DeviceSelector::Index),
         }
     }
 }
 
 /// Lists every physical device the loader exposes, without creating a device.
 pub fn list_devices() -> Result<Vec<Capabilities>> {
-    let instance = Instance::new(false)?;
+    let instance = Instance::new(false, false)?;
     probe_all(&instance)
 }
 
@@ -73,9 +77,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// Creates an instance (with validation when asked) and a device chosen by `selector`.
-    pub fn new(selector: &DeviceSelector, validation: bool) -> Result<Self> {
-        let instance = Instance::new(validation)?;
+    /// Creates an instance (with validation when asked; its messages also printed on
+    /// stderr with `echo`) and a device chosen by `selector`.
+    pub fn new(selector: &DeviceSelector, validation: bool, echo: bool) -> Result<Self> {
+        let instance = Instance::new(validation, echo)?;
         let all = probe_all(&instance)?;
         let caps = choose(&all, selector)?;
         let missing = caps.missing_requirements();
@@ -138,7 +143,7 @@ impl Context {
                 unsafe { device.destroy_device(None) };
                 return Err(Error::Allocation {
                     what: "the memory allocator".into(),
-                    reason: e.to_string(),
+                    source: AllocationError::Allocator(e),
                 });
             }
         };

@@ -16,6 +16,8 @@ const VALIDATION_LAYER: &CStr = c"VK_LAYER_KHRONOS_validation";
 pub struct ValidationLog {
     errors: AtomicUsize,
     messages: Mutex<Vec<String>>,
+    /// Print each message on stderr as it comes.
+    echo: bool,
 }
 
 impl ValidationLog {
@@ -33,7 +35,7 @@ impl ValidationLog {
         if error {
             self.errors.fetch_add(1, Ordering::SeqCst);
         }
-        if std::env::var_os("MEGARING_VALIDATION_QUIET").is_none() {
+        if self.echo {
             eprintln!("[vulkan validation] {text}");
         }
         if let Ok(mut messages) = self.messages.lock() {
@@ -54,7 +56,9 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
-    pub(crate) fn new(validation: bool) -> Result<Self> {
+    /// With `validation`, the Khronos layer and a messenger recording its messages (and
+    /// printing them on stderr with `echo`).
+    pub(crate) fn new(validation: bool, echo: bool) -> Result<Self> {
         // SAFETY: loading the system Vulkan loader runs its initialisers; we keep `entry`
         // alive for as long as anything created from it (it is dropped last).
         let entry = unsafe { ash::Entry::load() }.map_err(|e| Error::LoaderMissing(e.to_string()))?;
@@ -87,7 +91,10 @@ impl Instance {
             entry,
             raw,
             debug: None,
-            validation: Box::default(),
+            validation: Box::new(ValidationLog {
+                echo,
+                ..Default::default()
+            }),
         };
         if validation {
             let loader = ash::ext::debug_utils::Instance::new(&instance.entry, &instance.raw);

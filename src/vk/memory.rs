@@ -9,7 +9,7 @@ use gpu_allocator::vulkan::{Allocation, AllocationCreateDesc, AllocationScheme};
 use gpu_allocator::MemoryLocation;
 
 use super::device::Context;
-use crate::error::{Error, Result};
+use crate::error::{AllocationError, Error, Result};
 
 /// Where a buffer's memory lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,7 +173,7 @@ impl Buffer {
             })
             .map_err(|e| Error::Allocation {
                 what: format!("{name} ({size} bytes)"),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         // SAFETY: the memory handle is only used to bind this buffer, while the allocation lives.
         let (memory, offset) = (unsafe { allocation.memory() }, allocation.offset());
@@ -189,7 +189,7 @@ impl Buffer {
         buffer.bind(memory, offset)?;
         buffer.mapped = MappedPtr(mapped.ok_or_else(|| Error::Allocation {
             what: name.to_owned(),
-            reason: "the memory type chosen is not host-visible".into(),
+            source: AllocationError::NotHostVisible,
         })?);
         // Start from zeros whatever the allocator handed back.
         // SAFETY: the mapping covers `size` bytes and nothing else uses the buffer yet.
@@ -203,7 +203,7 @@ impl Buffer {
     pub fn import_host(ctx: &Arc<Context>, name: &str, pages: HostPages) -> Result<Self> {
         let refuse = |reason: String| Error::Allocation {
             what: format!("{name} ({} bytes of imported host memory)", pages.len()),
-            reason,
+            source: AllocationError::ImportRefused(reason),
         };
         let (Some(ext), Some(alignment)) = (&ctx.external_memory_host, ctx.caps.external_memory_host) else {
             return Err(refuse("the device lacks VK_EXT_external_memory_host".into()));

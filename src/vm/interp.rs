@@ -13,6 +13,7 @@
 
 use super::isa::{is_reduction, x4_scalar};
 use super::verify::VerifiedProgram;
+use super::VmError;
 use crate::ring::layout as p;
 
 /// The job parameters a program sees.
@@ -101,11 +102,14 @@ pub fn run(program: &VerifiedProgram, launch: &Launch, buffers: &mut [Vec<u8>]) 
             };
         }
         let instr = instrs[pc as usize];
-        let value = waiting
-            .iter()
-            .map(|&i| lanes[i].regs[instr.a as usize])
-            .reduce(|x, y| combine(instr.op, x, y))
-            .expect("at least one lane waits");
+        let operands = waiting.iter().map(|&i| lanes[i].regs[instr.a as usize]);
+        // A lane waits only at a reduction, and at least one waits.
+        let Some(value) = operands.map(Some).reduce(|x, y| fold(instr.op, x?, y?)).flatten() else {
+            return Outcome {
+                status: p::STATUS_FAULT_BAD_INSTRUCTION,
+                results: [pc, leader as u32, instr.op, 0],
+            };
+        };
         for &i in &waiting {
             let lane = &mut lanes[i];
             lane.regs[instr.d as usize] = value;
@@ -117,31 +121,26 @@ pub fn run(program: &VerifiedProgram, launch: &Launch, buffers: &mut [Vec<u8>]) 
 
 /// Combines two reduction operands, `x` from lower lanes, `y` from higher ones. For f32
 /// min/max NaN operands are ignored and ties keep `x` (so the lowest lane's value wins,
-/// whatever the order of combination).
-pub fn combine(op: u32, x: u32, y: u32) -> u32 {
+/// whatever the order of combination). `op` is a reduction opcode (`OP_RED_*`); any other
+/// is refused with [`VmError::NotAReduction`].
+pub fn combine(op: u32, x: u32, y: u32) -> Result<u32, VmError> {
+    fold(op, x, y).ok_or(VmError::NotAReduction { op })
+}
+
+/// [`combine`], `None` for an opcode that is not a reduction.
+fn fold(op: u32, x: u32, y: u32) -> Option<u32> {
     let (fx, fy) = (f32::from_bits(x), f32::from_bits(y));
-    match op {
+    Some(match op {
         p::OP_RED_ADD => x.wrapping_add(y),
         p::OP_RED_MIN => x.min(y),
         p::OP_RED_MAX => x.max(y),
         p::OP_RED_FMIN | p::OP_RED_FMAX if fx.is_nan() => y,
         p::OP_RED_FMIN | p::OP_RED_FMAX if fy.is_nan() => x,
-        p::OP_RED_FMIN => {
-            if fy < fx {
-                y
-            } else {
-                x
-            }
-        }
-        p::OP_RED_FMAX => {
-            if fy > fx {
-                y
-            } else {
-                x
-            }
-        }
-        _ => unreachable!("not a reduction: {op}"),
-    }
+        p::OP_RED_FMIN if fy < fx => y,
+        p::OP_RED_FMAX if fy > fx => y,
+        p::OP_RED_FMIN | p::OP_RED_FMAX => x,
+        _ => return None,
+    })
 }
 
 fn element(buffers: &[Vec<u8>], buffer: u32, index: u32, size: u64) -> Result<usize, u32> {
@@ -531,16 +530,24 @@ mod tests {
     }
 
     #[test]
+    fn combine_refuses_an_opcode_that_is_not_a_reduction() {
+        assert_eq!(combine(p::OP_RED_ADD, u32::MAX, 2), Ok(1));
+        for op in [p::OP_ADD, p::OP_HALT, p::OP_COUNT, u32::MAX] {
+            assert_eq!(combine(op, 1, 2), Err(VmError::NotAReduction { op }));
+        }
+    }
+
+    #[test]
     fn float_reductions_ignore_nan_and_keep_the_lowest_lane_on_ties() {
         let nan = f32::NAN.to_bits();
-        assert_eq!(combine(p::OP_RED_FMIN, nan, 1.0f32.to_bits()), 1.0f32.to_bits());
+        assert_eq!(combine(p::OP_RED_FMIN, nan, 1.0f32.to_bits()), Ok(1.0f32.to_bits()));
         assert_eq!(
             combine(p::OP_RED_FMIN, (-0.0f32).to_bits(), 0.0f32.to_bits()),
-            (-0.0f32).to_bits()
+            Ok((-0.0f32).to_bits())
         );
         assert_eq!(
             combine(p::OP_RED_FMAX, 0.0f32.to_bits(), (-0.0f32).to_bits()),
-            0.0f32.to_bits()
+            Ok(0.0f32.to_bits())
         );
         assert_eq!(f2u((-3.5f32).to_bits()), 0);
         assert_eq!(f2u(1e20f32.to_bits()), u32::MAX);

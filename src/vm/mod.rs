@@ -91,6 +91,12 @@ pub enum VmError {
         /// Instructions.
         instructions: usize,
     },
+    /// `interp::combine` was given an opcode that is not a reduction.
+    #[error("opcode {op} is not a reduction; give one of red.add, red.min, red.max, red.fmin, red.fmax")]
+    NotAReduction {
+        /// The opcode given.
+        op: u32,
+    },
     /// Too many buffers for a job.
     #[error("job binds {buffers} buffers; the limit is {}", crate::ring::layout::VM_MAX_BUFFERS)]
     TooManyBuffers {

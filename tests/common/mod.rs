@@ -20,11 +20,12 @@ pub fn validation() -> bool {
     std::env::var("MEGARING_TEST_VALIDATION").map_or(true, |v| v != "0")
 }
 
-/// The configuration every test starts from: validation on.
+/// The configuration every test starts from: validation on, its messages recorded (and
+/// asserted on at the end) rather than printed.
 pub fn config() -> RuntimeConfig {
-    std::env::set_var("MEGARING_VALIDATION_QUIET", "1");
     RuntimeConfig {
         validation: validation(),
+        validation_echo: false,
         ..RuntimeConfig::default()
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use megaring::bench::{self, LatencyOptions, RingReport};
-use megaring::vk::{list_devices, Context};
+use megaring::vk::{list_devices, Context, DeviceSelector};
 use megaring::{Placement, Runtime, RuntimeConfig};
 
 #[derive(Parser)]
@@ -119,9 +119,9 @@ struct IngestArgs {
     /// Runs per path (the median counts).
     #[arg(long, default_value_t = 3)]
     samples: usize,
-    /// Chunk size in KiB (default: the scanner's).
-    #[arg(long)]
-    chunk_kib: Option<usize>,
+    /// Chunk size in KiB, at most 1,048,576 (1 GiB) (default: the scanner's).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    chunk_kib: Option<u64>,
     /// Chunks in flight (default: the scanner's).
     #[arg(long)]
     slots: Option<usize>,
@@ -183,9 +183,6 @@ struct LatencyArgs {
     /// Jobs per `submit_batch` call in the batched runs.
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Resident workgroups (default: per device).
-    #[arg(long)]
-    workgroups: Option<u32>,
     /// Where completion entries live.
     #[arg(long, value_enum, default_value_t = CqChoice::Both)]
     cq: CqChoice,
@@ -209,15 +206,17 @@ enum CqChoice {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(device) = &cli.device {
-        std::env::set_var("MEGARING_DEVICE", device);
-    }
+    let defaults = RuntimeConfig::default();
     let config = RuntimeConfig {
-        validation: cli.validation || RuntimeConfig::default().validation,
+        device: cli
+            .device
+            .as_deref()
+            .map_or(defaults.device.clone(), DeviceSelector::parse),
+        validation: cli.validation || defaults.validation,
         workgroups: cli.workgroups,
         vm_sublanes: cli.vm_sublanes,
         lanes: cli.lanes,
-        ..RuntimeConfig::default()
+        ..defaults
     };
     let outcome: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Info { json } => info(config, json).map_err(Into::into),
@@ -503,7 +502,7 @@ fn bench_ingest(config: RuntimeConfig, args: IngestArgs) -> Result<(), Box<dyn s
         bytes: args.mib.unwrap_or(if lavapipe { 16 } else { 2048 }) << 20,
         samples: args.samples,
         scan: megaring::io::ScanOptions {
-            chunk_bytes: args.chunk_kib.map(|k| k << 10),
+            chunk_bytes: args.chunk_kib.map(|k| (k << 10) as usize),
             slots: args.slots,
             ..Default::default()
         },
@@ -592,7 +591,7 @@ fn bench_vm(config: RuntimeConfig, args: VmArgs) -> Result<(), Box<dyn std::erro
 fn latency(config: RuntimeConfig, args: LatencyArgs) -> megaring::Result<()> {
     // The baseline runs first, on a device context of its own: a resident megakernel
     // would hold the queue it submits to.
-    let ctx = Arc::new(Context::new(&config.device, config.validation)?);
+    let ctx = Arc::new(Context::new(&config.device, config.validation, config.validation_echo)?);
     let lavapipe = ctx.caps().lavapipe;
     let device = ctx.caps().name.clone();
     let opts = LatencyOptions {
@@ -603,6 +602,7 @@ fn latency(config: RuntimeConfig, args: LatencyArgs) -> megaring::Result<()> {
         batch: args.batch,
         relaunch_samples: args.relaunch_samples,
     };
+    opts.check()?;
     if !args.json {
         eprintln!(
             "device: {device}; measuring vkQueueSubmit + fence ({} round trips)...",
@@ -623,7 +623,6 @@ fn latency(config: RuntimeConfig, args: LatencyArgs) -> megaring::Result<()> {
         }
         let runtime = Runtime::new(RuntimeConfig {
             cq_placement: placement,
-            workgroups: args.workgroups,
             ..config.clone()
         })?;
         reports.push((RingReport::measure(&runtime, placement, &opts)?, runtime.info().mode));

@@ -33,9 +33,9 @@ pub struct ScanArgs {
     /// Read with O_DIRECT where the file system allows (default: through the page cache).
     #[arg(long)]
     direct: bool,
-    /// Chunk size in KiB (default: 4096, 64 on lavapipe).
-    #[arg(long)]
-    chunk_kib: Option<usize>,
+    /// Chunk size in KiB, at most 1,048,576 (1 GiB) (default: 4096, 64 on lavapipe).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    chunk_kib: Option<u64>,
     /// Chunks in flight (arena slots; default: 16, 4 on lavapipe).
     #[arg(long)]
     slots: Option<usize>,
@@ -155,7 +155,7 @@ pub fn scan(config: RuntimeConfig, args: ScanArgs) -> Result<bool, Box<dyn std::
     let files = expand(&args.files, args.recursive);
     let runtime = Runtime::new(config)?;
     let options = ScanOptions {
-        chunk_bytes: args.chunk_kib.map(|k| k << 10),
+        chunk_bytes: args.chunk_kib.map(|k| (k << 10) as usize),
         slots: args.slots,
         direct: args.direct,
         tiles_per_chunk: None,
