@@ -47,11 +47,11 @@ void main() {
     // may have tiles to hand out (0: none). It is listed on the board as well: `own` only
     // makes the claimer prefer its own job's tiles.
     uint64_t own = 0ul;
-    // Leader only: used >> HEARTBEAT_LOG2 at the last heartbeat.
-    uint beat = used >> HEARTBEAT_LOG2;
+    // Leader only: used >> HEARTBEAT_LOG2 at the last heartbeat (none yet: the first pass
+    // beats).
+    uint beat = 0xFFFFFFFFu;
     if (leader) {
         atomicAdd(ctl.c.resident, 1u);
-        atomicAdd(ctl.c.heartbeat, 1u);
     }
     vm_init();
     for (;;) {
