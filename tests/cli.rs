@@ -8,7 +8,8 @@ use common::{bytes_count, scratch};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// One device user at a time (DESIGN.md §2.9): these tests start whole processes.
+/// One device user at a time (on lavapipe the GPU is the CPU): these tests start whole
+/// processes.
 static DEVICE: Mutex<()> = Mutex::new(());
 
 fn megaring(args: &[&str]) -> std::process::Output {
@@ -321,4 +322,102 @@ fn bench_vm_measures_a_replacement_program_and_checks_its_result() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("use one of"), "{out:?}");
     let _ = std::fs::remove_file(plain);
     let _ = std::fs::remove_file(wrong);
+}
+
+#[test]
+fn scan_reports_permission_denied_for_a_file_the_user_cannot_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = scratch();
+    let mode =
+        |path: &std::path::Path, mode| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    mode(dir.path(), 0o755);
+    let data = text(20_000, 8);
+    let open = dir.path().join("open.txt");
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&open, &data).unwrap();
+    std::fs::write(&secret, &data).unwrap();
+    mode(&open, 0o644);
+    // A shader cache the unprivileged user may write (lavapipe compiles at first dispatch).
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    mode(&cache, 0o777);
+    let binary = env!("CARGO_BIN_EXE_megaring");
+    // SAFETY: geteuid has no preconditions.
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        // root reads every file: run as nobody, for whom the file is root's alone.
+        mode(&secret, 0o600);
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            eprintln!("skipped: running as root and setpriv (util-linux) is missing, so no user lacks the permission");
+            return;
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", binary]);
+        c
+    } else {
+        mode(&secret, 0o000);
+        Command::new(binary)
+    };
+    let out = command
+        .args(["scan", "-p", "lines", open.to_str().unwrap(), secret.to_str().unwrap()])
+        .env("MEGARING_VALIDATION", "1")
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .expect("megaring runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failing file fails the command: {stdout}{stderr}"
+    );
+    let lines = data.iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(
+        row(&stdout, &open),
+        [open.to_str().unwrap(), &data.len().to_string(), &lines.to_string()],
+        "{stdout}{stderr}"
+    );
+    let denied = row(&stdout, &secret).join(" ");
+    assert!(denied.contains("permission denied"), "{denied}");
+    assert!(!stderr.contains("[vulkan validation]"), "validation messages: {stderr}");
+}
+
+#[test]
+fn bench_latency_refuses_zero_counts_and_honours_the_global_workgroups() {
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let out = megaring(&["bench", "latency", "--iterations", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("iterations = 0"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = megaring(&[
+        "--workgroups",
+        "2",
+        "bench",
+        "latency",
+        "--iterations",
+        "20",
+        "--jobs",
+        "200",
+        "--threads",
+        "2",
+        "--relaunch-samples",
+        "0",
+        "--cq",
+        "host",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["rings"][0]["workgroups"], 2, "{report}");
+}
+
+#[test]
+fn scan_refuses_a_chunk_larger_than_a_gibibyte() {
+    let out = megaring(&["scan", "-p", "lines", "--chunk-kib", "8388608", "Cargo.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("--chunk-kib"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

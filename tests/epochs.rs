@@ -273,6 +273,16 @@ fn bad_jobs_are_refused_on_the_host_with_a_reason() {
         Err(Error::OutOfRange { .. })
     ));
     assert!(matches!(buffer.write_u32(1020, &[0; 5]), Err(Error::OutOfRange { .. })));
+    // A destination range whose end overflows u64 is out of range, not a panic.
+    assert!(matches!(
+        Job::copy(&buffer, 0..4, &buffer, u64::MAX - 1),
+        Err(Error::OutOfRange { .. })
+    ));
+    // As is a buffer whose byte size would overflow.
+    assert!(matches!(
+        rt.alloc_u32(u64::MAX / 2, Placement::DeviceShared),
+        Err(Error::BufferTooLarge { .. })
+    ));
     // One lavapipe epoch allows 60,000 iterations; 30,000 steps per lane are charged 60,000.
     let n = u64::from(rt.info().lanes) * 30_000;
     let huge = rt.alloc_u32(n, Placement::DeviceShared).unwrap();
@@ -405,6 +415,14 @@ fn invalid_configuration_is_rejected_with_the_allowed_range() {
             },
             "epoch_budget = 10",
         ),
+        // The kernel's iteration count would wrap past 2^32 with such a budget.
+        (
+            RuntimeConfig {
+                epoch_budget: Some(u32::MAX),
+                ..config()
+            },
+            "epoch_budget = 4294967295",
+        ),
     ];
     for (bad, names) in cases {
         match Runtime::new(bad) {
@@ -452,4 +470,42 @@ fn a_job_with_the_most_fuel_fits_every_epoch_budget() {
         rt.shutdown().unwrap();
         common::assert_validation_clean(&rt);
     }
+}
+
+#[test]
+fn a_handle_gives_its_outcome_once_then_says_it_was_consumed() {
+    let rt = TestRuntime::new(config());
+    let mut handle = rt.submit(Job::echo([1, 2, 3, 4]).with_tag(41)).unwrap();
+    let done = loop {
+        if let Some(outcome) = handle.poll() {
+            break outcome.unwrap();
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(done.results, [1, 2, 3, 4]);
+    for _ in 0..2 {
+        match handle.poll() {
+            Some(Err(e @ Error::AlreadyConsumed { tag: 41 })) => assert!(e.to_string().contains("once")),
+            other => panic!("expected AlreadyConsumed, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        handle.wait_timeout(Duration::from_secs(1)),
+        Err(Error::AlreadyConsumed { tag: 41 })
+    ));
+    rt.finish();
+}
+
+#[test]
+fn an_allocation_that_fails_keeps_its_cause() {
+    let rt = TestRuntime::new(config());
+    // A petabyte: no device has it.
+    match rt.alloc_u32(1 << 48, Placement::DeviceShared) {
+        Err(e @ Error::Allocation { .. }) => {
+            let source = std::error::Error::source(&e).expect("the allocator's error is kept as the source");
+            assert!(e.to_string().contains(&source.to_string()), "{e}");
+        }
+        other => panic!("expected an allocation error, got {:?}", other.map(|b| b.len_u32())),
+    }
+    rt.finish();
 }

@@ -258,3 +258,146 @@ fn a_file_truncated_while_it_is_read_gets_a_clear_error() {
     assert_eq!(value(&reports[1]), &ScanValue::Count(lines));
     rt.finish();
 }
+
+/// Counts with scratch `b1`, which a scan gives every chunk zeroed: each lane adds 1 to
+/// b1[0], and the result is one more than the largest count a lane saw, the lanes of the
+/// job if b1[0] started at 0.
+const COUNT_IN_SCRATCH: &str = "
+        movi r1, 1
+        atomic.add r3, b1[r0], r1
+        red.max r4, r3
+        addi r4, r4, 1
+        result 0, r4
+        halt
+";
+
+#[test]
+fn every_chunk_gets_its_scratch_zeroed() {
+    let rt = TestRuntime::new(config());
+    let dir = scratch();
+    let program = megaring::vm::verify(&megaring::vm::assemble(COUNT_IN_SCRATCH).unwrap(), 2).unwrap();
+    let sizes = [100_000usize, 16_384, 50_001];
+    let paths: Vec<PathBuf> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| write(dir.path(), &format!("s{k}"), &text(n, k as u32)))
+        .collect();
+    let mut scanner = Scanner::new(
+        &rt,
+        ScanProgram::Custom { program, args: [0; 4] },
+        &ScanOptions {
+            tiles_per_chunk: Some(1),
+            ..options(false)
+        },
+    )
+    .unwrap();
+    let lanes = u64::from(rt.info().vm_lanes);
+    for round in 0..2 {
+        for (report, &n) in scanner.scan(&paths, &mut |_| {}).iter().zip(&sizes) {
+            let chunks = n.div_ceil(16 << 10) as u64;
+            assert_eq!(
+                value(report),
+                &ScanValue::Sums([chunks * lanes, 0, 0, 0]),
+                "round {round}: {} ({chunks} chunks)",
+                report.path.display()
+            );
+        }
+    }
+    rt.finish();
+}
+
+#[test]
+fn a_chunk_that_could_not_be_published_leaves_no_trace_in_other_files() {
+    // A ring of 4 entries with 4 arena slots of 8 tiles each, and submits that give up
+    // after a millisecond: some chunks find the ring full. Their files fail; every other
+    // file's histogram stays exact (no job of a failed chunk runs on in a reused slot, and
+    // no half-filled histogram is carried into the next chunk).
+    let rt = TestRuntime::new(megaring::RuntimeConfig {
+        ring_entries: 4,
+        workgroups: Some(2),
+        submit_timeout: std::time::Duration::from_millis(1),
+        ..config()
+    });
+    let dir = scratch();
+    let files: Vec<(PathBuf, Vec<u8>)> = (0..12)
+        .map(|k| {
+            let data = text(40_000 + 3_000 * k, 50 + k as u32);
+            (write(dir.path(), &format!("h{k}"), &data), data)
+        })
+        .collect();
+    let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+    let mut scanner = Scanner::new(
+        &rt,
+        ScanProgram::Histogram,
+        &ScanOptions {
+            tiles_per_chunk: Some(8),
+            ..options(false)
+        },
+    )
+    .unwrap();
+    let (mut exact, mut refused) = (0, 0);
+    for _ in 0..3 {
+        for (report, (_, data)) in scanner.scan(&paths, &mut |_| {}).iter().zip(&files) {
+            match &report.outcome {
+                Ok(ScanValue::Histogram(bins)) => {
+                    let mut expected = vec![0u64; 256];
+                    for &b in data {
+                        expected[b as usize] += 1;
+                    }
+                    assert_eq!(bins, &expected, "{}", report.path.display());
+                    exact += 1;
+                }
+                Err(Error::RingFull { .. }) => refused += 1,
+                other => panic!("{}: {other:?}", report.path.display()),
+            }
+        }
+    }
+    eprintln!("{exact} files exact, {refused} refused a full ring");
+    rt.finish();
+}
+
+#[test]
+fn an_arena_dropped_with_reads_in_flight_waits_for_them() {
+    let rt = TestRuntime::new(config());
+    let dir = scratch();
+    let data = text(1 << 20, 77);
+    let path = write(dir.path(), "big", &data);
+    for _ in 0..3 {
+        let mut arena = megaring::io::Arena::new(&rt, 8, 128 << 10, 8, true).unwrap();
+        let offsets: Vec<usize> = (0..8).map(|slot| arena.slot_offset(slot)).collect();
+        let reader = arena.reader_mut();
+        let file = reader.open(&path, false).unwrap();
+        for (slot, &dst) in offsets.iter().enumerate() {
+            reader
+                .submit_read(file, slot as u64 * (128 << 10), dst, 128 << 10, slot as u64)
+                .unwrap();
+        }
+        reader.complete(false).unwrap();
+        // The reads may still be landing: the arena's reader goes first and waits.
+        drop(arena);
+    }
+    rt.finish();
+}
+
+#[test]
+fn scanner_settings_that_would_overflow_are_refused_before_anything_is_allocated() {
+    let rt = TestRuntime::new(config());
+    let refused = |program: ScanProgram, chunk: usize| match Scanner::new(
+        &rt,
+        program,
+        &ScanOptions {
+            chunk_bytes: Some(chunk),
+            ..options(false)
+        },
+    ) {
+        Err(Error::InvalidConfig(message)) => message,
+        Err(e) => panic!("expected a configuration error, got {e}"),
+        Ok(_) => panic!("accepted chunks of {chunk} bytes"),
+    };
+    let message = refused(ScanProgram::Lines, 8 << 30);
+    assert!(message.contains("at most 1073741824"), "{message}");
+    // count-literal keeps two words per lane, literal byte and tile of a chunk.
+    let message = refused(ScanProgram::CountLiteral(vec![b'x'; 64]), 1 << 30);
+    assert!(message.contains("literal"), "{message}");
+    rt.finish();
+}

@@ -216,3 +216,50 @@ impl RuntimeConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `.rs` file under `dir`, with its text.
+    fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_environment_is_read_only_into_the_configuration_and_never_written() {
+        // A runtime that reads the environment while tests (or an application's threads)
+        // change it races them; so it is read once, by RuntimeConfig::default.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["src", "tests", "benches"] {
+            sources(&root.join(dir), &mut files);
+        }
+        let readers = ["src/runtime/config.rs", "src/vk/device.rs"];
+        for (path, text) in &files {
+            // Strings split so that this file does not name what it looks for.
+            for (what, call) in [
+                ("reads", concat!("env::", "var")),
+                ("writes", concat!("env::", "set_var")),
+            ] {
+                let allowed =
+                    what == "reads" && (readers.iter().any(|r| path.ends_with(r)) || path.contains("/tests/"));
+                assert!(
+                    allowed || !text.contains(call),
+                    "{path} {what} the environment ({call}); read it into RuntimeConfig::default instead"
+                );
+            }
+            assert!(
+                !text.contains(concat!("env::", "remove_var")),
+                "{path} writes the environment"
+            );
+        }
+    }
+}

@@ -256,7 +256,8 @@ impl Buffer {
             .push_next(&mut flags);
         // SAFETY: the import info names a live mapping of `size` bytes that outlives the
         // memory object (both are owned by `buffer`, the memory freed first).
-        let memory = unsafe { device.allocate_memory(&allocate, None) }.map_err(Error::vk("vkAllocateMemory"))?;
+        let memory = unsafe { device.allocate_memory(&allocate, None) }
+            .map_err(out_of_memory(format!("{name} ({size} bytes of imported host memory)"), "vkAllocateMemory"))?;
         buffer.memory_type = memory_type.index;
         buffer.mapped = pages.ptr;
         buffer.imported = Some((memory, pages));
@@ -283,7 +284,8 @@ impl Buffer {
             info = info.push_next(&mut external_info);
         }
         // SAFETY: valid create info on a live device.
-        let raw = unsafe { ctx.device.create_buffer(&info, None) }.map_err(Error::vk("vkCreateBuffer"))?;
+        let raw = unsafe { ctx.device.create_buffer(&info, None) }
+            .map_err(out_of_memory(format!("a buffer of {size} bytes"), "vkCreateBuffer"))?;
         Ok(Buffer {
             ctx: ctx.clone(),
             raw,
@@ -380,6 +382,18 @@ impl Buffer {
         unsafe {
             std::ptr::copy_nonoverlapping(self.mapped.0.as_ptr().add(offset as usize), out.as_mut_ptr(), out.len())
         };
+    }
+}
+
+/// Maps a failed Vulkan call that creates or allocates: running out of memory is an
+/// [`Error::Allocation`] of `what`, anything else the call's error.
+fn out_of_memory(what: String, call: &'static str) -> impl FnOnce(vk::Result) -> Error {
+    move |result| match result {
+        vk::Result::ERROR_OUT_OF_DEVICE_MEMORY | vk::Result::ERROR_OUT_OF_HOST_MEMORY => Error::Allocation {
+            what,
+            source: AllocationError::Vulkan { call, result },
+        },
+        other => Error::vk(call)(other),
     }
 }
 
