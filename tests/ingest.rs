@@ -308,7 +308,7 @@ fn every_chunk_gets_its_scratch_zeroed() {
 
 #[test]
 fn a_chunk_that_could_not_be_published_leaves_no_trace_in_other_files() {
-    // A ring of 4 entries with 4 arena slots of 8 tiles each, and submits that give up
+    // A ring of 4 entries, 8 arena slots, chunks of 8 tiles, and submits that give up
     // after a millisecond: some chunks find the ring full. Their files fail; every other
     // file's histogram stays exact (no job of a failed chunk runs on in a reused slot, and
     // no half-filled histogram is carried into the next chunk).
@@ -331,6 +331,7 @@ fn a_chunk_that_could_not_be_published_leaves_no_trace_in_other_files() {
         ScanProgram::Histogram,
         &ScanOptions {
             tiles_per_chunk: Some(8),
+            slots: Some(8),
             ..options(false)
         },
     )
