@@ -421,3 +421,29 @@ fn scan_refuses_a_chunk_larger_than_a_gibibyte() {
     assert!(stderr.contains("--chunk-kib"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn soak_checks_every_result_through_restarts_and_reports_json() {
+    let _device = DEVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let out = megaring(&[
+        "soak",
+        "--seconds",
+        "6",
+        "--restart-every",
+        "2",
+        "--threads",
+        "3",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["ok"], true, "{report}");
+    let jobs = &report["jobs"];
+    for failure in ["lost", "duplicated", "wrong", "hangs", "errors"] {
+        assert_eq!(jobs[failure], 0, "{failure}: {report}");
+    }
+    assert_eq!(report["validation_errors"], 0, "{report}");
+    assert!(jobs["done"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["runtime_restarts"].as_u64().unwrap() >= 1, "{report}");
+}

@@ -256,8 +256,10 @@ impl Buffer {
             .push_next(&mut flags);
         // SAFETY: the import info names a live mapping of `size` bytes that outlives the
         // memory object (both are owned by `buffer`, the memory freed first).
-        let memory = unsafe { device.allocate_memory(&allocate, None) }
-            .map_err(out_of_memory(format!("{name} ({size} bytes of imported host memory)"), "vkAllocateMemory"))?;
+        let memory = unsafe { device.allocate_memory(&allocate, None) }.map_err(out_of_memory(
+            format!("{name} ({size} bytes of imported host memory)"),
+            "vkAllocateMemory",
+        ))?;
         buffer.memory_type = memory_type.index;
         buffer.mapped = pages.ptr;
         buffer.imported = Some((memory, pages));

@@ -2,6 +2,7 @@
 //! through the zero-copy ingest path (`scan`) and measure it all (`bench`).
 
 mod scan;
+mod soak;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,6 +49,10 @@ enum Command {
     /// Stream files through io_uring into imported host memory and run a program over
     /// them on the GPU in place; a result table on stdout (exit code 1 if any file failed).
     Scan(scan::ScanArgs),
+    /// Runs every kind of job, spread jobs, scans, relaunches and runtime restarts from
+    /// several threads at once, checks every result, and reports lost, duplicated or wrong
+    /// jobs and hangs (exit code 1 if any).
+    Soak(soak::SoakArgs),
     /// Measurements, each against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -227,6 +232,11 @@ fn main() -> ExitCode {
         Command::Scan(args) => match scan::scan(config, args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE, // per-file errors are in the table
+            Err(e) => Err(e),
+        },
+        Command::Soak(args) => match soak::soak(config, args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE, // the failures are in the report
             Err(e) => Err(e),
         },
         Command::Bench {
