@@ -9,7 +9,10 @@
 #include "ring.glsl"
 #include "vm.glsl"
 
-layout(buffer_reference, std430, buffer_reference_align = 4) buffer U32Ref {
+// Coherent, like the VM's buffers: a job may read memory another workgroup wrote in the
+// same launch (a fill, then a copy of it on another SM), or memory freed and reallocated
+// since an earlier job read it; a non-coherent load may be served from the SM's L1 copy.
+layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer U32Ref {
     uint v[];
 };
 

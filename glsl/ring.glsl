@@ -1,7 +1,7 @@
 // Device side of the ring protocol (docs/protocol.md). Layouts and constants come from
 // the generated protocol.glsl; this file only says how the kernel reads and writes them.
 //
-// Memory-ordering rules (DESIGN.md §2.1, §2.3):
+// Memory-ordering rules (docs/protocol.md, "Claiming" and "Completing"):
 // - every word the host may change while the kernel runs is read with an atomic load, so
 //   the read is never hoisted out of a loop (lavapipe hoisted volatile loads); a load, not
 //   an atomicAdd(x, 0): read-modify-writes by every workgroup on the control block's line

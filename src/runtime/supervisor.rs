@@ -66,6 +66,7 @@ pub(super) fn self_test(
     let rings = &shared.rings;
     rings.store(ControlWord::EPOCH, 1);
     shared.launches.fetch_add(1, Ordering::SeqCst);
+    shared.ctx.launch_started();
     dispatcher.submit()?;
     let start = Instant::now();
     let mut resident = false;
@@ -112,6 +113,7 @@ pub(super) fn self_test(
         return Err(crate::Error::KernelUnresponsive(hang_timeout));
     }
     rings.store(ControlWord::SHUTDOWN, 0);
+    shared.ctx.launch_ended();
     Ok(outcome)
 }
 
@@ -210,12 +212,16 @@ impl Supervisor {
             self.shared.ctx.poison();
             return Err(Failure::DeviceLost);
         }
-        if self.dispatcher.submit().is_err() {
+        self.shared.ctx.launch_started();
+        let outcome = match self.dispatcher.submit() {
             // vkQueueSubmit fails only for lost devices or exhausted memory: either way
             // no kernel can run any more.
-            return Err(Failure::DeviceLost);
-        }
-        self.watch()
+            Err(_) => Err(Failure::DeviceLost),
+            Ok(()) => self.watch(),
+        };
+        // The dispatch is over (or the context poisoned, which keeps what it held).
+        self.shared.ctx.launch_ended();
+        outcome
     }
 
     /// Waits for the current launch to end. No heartbeat, claim or finished tile for

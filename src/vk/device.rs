@@ -11,6 +11,7 @@ use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
 use super::caps::Capabilities;
 use super::instance::{Instance, ValidationLog};
+use super::memory::Memory;
 use crate::error::{AllocationError, Error, Result};
 
 /// Which physical device to use.
@@ -73,6 +74,8 @@ pub struct Context {
     /// Set when a dispatch could not be stopped: the device may still be executing, so
     /// nothing may be destroyed and Drop leaks every Vulkan object on purpose.
     poisoned: AtomicBool,
+    /// Memory of buffers dropped while a launch of the persistent kernel runs.
+    quarantine: Mutex<Quarantine>,
     instance: ManuallyDrop<Instance>,
 }
 
@@ -162,6 +165,7 @@ impl Context {
             queue_family,
             caps,
             poisoned: AtomicBool::new(false),
+            quarantine: Mutex::default(),
             instance: ManuallyDrop::new(instance),
         })
     }
@@ -197,6 +201,47 @@ impl Context {
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst)
     }
+
+    fn quarantine(&self) -> MutexGuard<'_, Quarantine> {
+        self.quarantine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Frees a dropped buffer's memory, or holds it until the running launch ends. A
+    /// launch's device caches may hold lines of memory it read (host memory on an NVIDIA
+    /// GPU is cached and not invalidated by host writes), and a launch starts with them
+    /// clean: memory freed while no launch runs, or held until its launch ended, is never
+    /// seen stale by a buffer allocated in it later.
+    pub(crate) fn release(&self, memory: Memory) {
+        let mut quarantine = self.quarantine();
+        if quarantine.launch_running {
+            quarantine.held.push(memory);
+        } else {
+            drop(quarantine);
+            memory.free(self);
+        }
+    }
+
+    /// A launch of the persistent kernel is about to be submitted.
+    pub(crate) fn launch_started(&self) {
+        self.quarantine().launch_running = true;
+    }
+
+    /// The launch ended (its fence signalled): the memory held since it began is freed,
+    /// unless the context is poisoned.
+    pub(crate) fn launch_ended(&self) {
+        let held = {
+            let mut quarantine = self.quarantine();
+            quarantine.launch_running = false;
+            std::mem::take(&mut quarantine.held)
+        };
+        if self.is_poisoned() {
+            std::mem::forget(held);
+            return;
+        }
+        for memory in held {
+            memory.free(self);
+        }
+    }
 }
 
 fn choose(all: &[Capabilities], selector: &DeviceSelector) -> Result<Capabilities> {
@@ -219,6 +264,13 @@ fn choose(all: &[Capabilities], selector: &DeviceSelector) -> Result<Capabilitie
     })
 }
 
+/// Memory held back while a launch runs ([`Context::release`]).
+#[derive(Default)]
+struct Quarantine {
+    launch_running: bool,
+    held: Vec<Memory>,
+}
+
 impl Drop for Context {
     fn drop(&mut self) {
         if self.is_poisoned() {
@@ -226,10 +278,14 @@ impl Drop for Context {
             // behaviour, so every object is leaked on purpose (the process keeps them).
             return;
         }
-        // SAFETY: the device is idle after the wait; the allocator's memory is freed before
-        // the device, the device before the instance, which drops its loader last.
+        // SAFETY: the device is idle after the wait; held memory and the allocator's are
+        // freed before the device, the device before the instance, which drops its loader
+        // last.
         unsafe {
             let _ = self.device.device_wait_idle();
+            for memory in std::mem::take(&mut self.quarantine().held) {
+                memory.free(self);
+            }
             ManuallyDrop::drop(&mut self.allocator);
             self.device.destroy_device(None);
             ManuallyDrop::drop(&mut self.instance);

@@ -139,6 +139,18 @@ impl std::fmt::Debug for HostPages {
     }
 }
 
+/// Bytes every buffer's memory is aligned and rounded to: a device cache line (128 bytes
+/// on NVIDIA GPUs) with room to spare.
+const CACHE_LINE: u64 = 256;
+
+/// A buffer's memory, once the buffer is gone: freed by [`Context::release`].
+pub(crate) enum Memory {
+    /// Memory from the allocator.
+    Allocated(Allocation),
+    /// Imported host memory and the pages behind it (unmapped after the memory is freed).
+    Imported(vk::DeviceMemory, HostPages),
+}
+
 /// A Vulkan buffer with its memory, device address and host mapping; freed on drop.
 pub struct Buffer {
     ctx: Arc<Context>,
@@ -161,7 +173,11 @@ impl Buffer {
         let mut buffer = Buffer::unbound(ctx, size, None)?;
         let raw = buffer.raw;
         // SAFETY: `raw` is a live buffer of this device.
-        let requirements = unsafe { device.get_buffer_memory_requirements(raw) };
+        let mut requirements = unsafe { device.get_buffer_memory_requirements(raw) };
+        // No two buffers share a device cache line: a partial-line write through a line
+        // cached for one buffer must never carry stale bytes into its neighbour.
+        requirements.alignment = requirements.alignment.max(CACHE_LINE);
+        requirements.size = requirements.size.next_multiple_of(CACHE_LINE);
         let allocation = ctx
             .allocator()
             .allocate(&AllocationCreateDesc {
@@ -191,9 +207,11 @@ impl Buffer {
             what: name.to_owned(),
             source: AllocationError::NotHostVisible,
         })?);
-        // Start from zeros whatever the allocator handed back.
+        // Start from zeros whatever the allocator handed back, flushed out of this core's
+        // write-combining buffers (see `write_bytes`).
         // SAFETY: the mapping covers `size` bytes and nothing else uses the buffer yet.
         unsafe { std::ptr::write_bytes(buffer.mapped.0.as_ptr(), 0, size as usize) };
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         Ok(buffer)
     }
 
@@ -372,6 +390,9 @@ impl Buffer {
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.mapped.0.as_ptr().add(offset as usize), data.len())
         };
+        // Out of this core's write-combining buffers (BAR mappings are write-combined), so
+        // that a job another thread submits next sees the bytes.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Copies bytes from the buffer at `offset` into `out`.
@@ -409,16 +430,33 @@ impl Drop for Buffer {
             }
             return;
         }
-        // SAFETY: no job using the buffer is in flight (jobs keep their buffers alive), and
-        // the buffer is destroyed once, before its memory goes back to the allocator.
+        // SAFETY: no job using the buffer is in flight (jobs keep their buffers alive); the
+        // kernel reaches memory by address, never through the buffer object, which is
+        // destroyed once, before its memory goes back.
         unsafe { self.ctx.device.destroy_buffer(self.raw, None) };
-        if let Some(allocation) = self.allocation.take() {
-            let _ = self.ctx.allocator().free(allocation);
-        }
-        if let Some((memory, pages)) = self.imported.take() {
-            // SAFETY: the buffer bound to it is destroyed; the pages are unmapped after.
-            unsafe { self.ctx.device.free_memory(memory, None) };
-            drop(pages);
+        let memory = match (self.allocation.take(), self.imported.take()) {
+            (Some(allocation), _) => Memory::Allocated(allocation),
+            (None, Some((memory, pages))) => Memory::Imported(memory, pages),
+            (None, None) => return,
+        };
+        // Freed now, or once the running launch has ended (its device caches may hold lines
+        // of this memory, which a new buffer there must not see).
+        self.ctx.release(memory);
+    }
+}
+
+impl Memory {
+    /// Gives the memory back (allocator, or the driver and then the OS).
+    pub(crate) fn free(self, ctx: &Context) {
+        match self {
+            Memory::Allocated(allocation) => {
+                let _ = ctx.allocator().free(allocation);
+            }
+            Memory::Imported(memory, pages) => {
+                // SAFETY: the buffer bound to it is destroyed; the pages are unmapped after.
+                unsafe { ctx.device.free_memory(memory, None) };
+                drop(pages);
+            }
         }
     }
 }

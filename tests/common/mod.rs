@@ -1,6 +1,6 @@
 //! Shared setup for the Vulkan tests: every test runs on the real device (lavapipe in CI)
-//! under the Khronos validation layer, one at a time (DESIGN.md §2.9: on lavapipe the GPU
-//! is the CPU, and parallel runtimes would starve each other).
+//! under the Khronos validation layer, one at a time (on lavapipe the GPU is the CPU, and
+//! parallel runtimes would starve each other).
 #![allow(dead_code)]
 
 use std::sync::{Mutex, MutexGuard};

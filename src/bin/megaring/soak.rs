@@ -132,6 +132,8 @@ struct Tally {
     validation_errors: AtomicU64,
     /// The first failures, described.
     examples: Mutex<Vec<String>>,
+    /// Failures by scenario (the text before the first ':' of each description).
+    by_scenario: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Tally {
@@ -155,6 +157,13 @@ impl Tally {
 
     fn fail(&self, counter: &AtomicU64, what: String) {
         Self::add(counter, 1);
+        let scenario = what.split(':').next().unwrap_or_default().to_owned();
+        *self
+            .by_scenario
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(scenario)
+            .or_default() += 1;
         let mut examples = self.examples.lock().unwrap_or_else(|p| p.into_inner());
         if examples.len() < 20 {
             examples.push(what);
@@ -806,6 +815,7 @@ pub fn soak(config: RuntimeConfig, args: SoakArgs) -> Result<bool, Box<dyn std::
             "runtime_restarts": n(&t.restarts),
             "validation_errors": n(&t.validation_errors),
             "failures": examples,
+            "failures_by_scenario": t.by_scenario.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
