@@ -153,6 +153,8 @@ bool board_finish(BoardRef board, SqEntry job, uint index, uint tile, inout uint
     out_ref.r[tile].result1 = results.y;
     out_ref.r[tile].result2 = results.z;
     out_ref.r[tile].result3 = results.w;
+    memoryBarrierBuffer(); // the record's words before its seq (see TileResult)
+    out_ref.r[tile].seq = uint64_t(index) + 1ul;
     if (status != STATUS_OK) {
         atomicMin(board.t[slot].fault, tile);
     }

@@ -12,7 +12,7 @@ shared_constants! {
     /// Control-block magic ("MGRG").
     MAGIC = 0x4D47_5247;
     /// Protocol version; bump on any layout or semantic change.
-    PROTOCOL_VERSION = 3;
+    PROTOCOL_VERSION = 4;
     /// Most lanes per workgroup of the megakernel (its shared arrays are this long). The
     /// lanes a runtime uses (a power of two up to this) are a specialization constant:
     /// 64 on GPUs, 8 on lavapipe, where one 8-lane SIMD chunk needs no coroutine switch
@@ -495,7 +495,10 @@ shared_structs! {
         reserved: u32,
     }
 
-    /// What one tile of a spread job produced (32 bytes), at `SqEntry::tile_out`.
+    /// What one tile of a spread job produced (32 bytes), at `SqEntry::tile_out`. Written by
+    /// the tile's workgroup like a completion: every other word, then `seq` last, in one
+    /// 32-byte record (a device's writes to host memory may land in any order across
+    /// records; within a record the host has seen them land in order, as with `CqEntry`).
     struct TileResult {
         /// STATUS_* code of the tile.
         status: u32,
@@ -508,11 +511,10 @@ shared_structs! {
         /// Result word 3.
         result3: u32,
         /// Reserved.
-        reserved0: u32,
-        /// Reserved.
-        reserved1: u32,
-        /// Reserved.
-        reserved2: u32,
+        reserved: u32,
+        /// Publication word: the spread job's ring index + 1, 64 bits wide (never 0, the
+        /// value of a new record, and never an earlier job's), once the record is complete.
+        seq: u64,
     }
 
     /// One entry of a VM job's buffer table (16 bytes): where a buffer is and how long.

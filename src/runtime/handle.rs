@@ -124,6 +124,8 @@ pub struct TiledHandle {
     /// The tiles' `TileResult` records (a spread job), or none for a single tile.
     pub(super) records: Option<Arc<Buffer>>,
     pub(super) tiles: u32,
+    /// The job's completion, once taken while some record had not landed yet.
+    pub(super) job: Option<Completion>,
 }
 
 impl TiledHandle {
@@ -141,9 +143,12 @@ impl TiledHandle {
     /// completions in order, tagged with their tile number, or the error of the lowest
     /// tile that failed ([`Error::Fault`] tagged with its tile).
     pub fn poll(&mut self) -> Option<Result<Vec<Completion>>> {
-        let job = match self.handle.poll_entry()? {
-            Ok(job) => job,
-            Err(e) => return Some(Err(e)),
+        let job = match self.job.take() {
+            Some(job) => job,
+            None => match self.handle.poll_entry()? {
+                Ok(job) => job,
+                Err(e) => return Some(Err(e)),
+            },
         };
         let Some(records) = &self.records else {
             return Some(outcome(0, job.status, job.results).map(|c| vec![c]));
@@ -155,14 +160,19 @@ impl TiledHandle {
         let size = std::mem::size_of::<layout::TileResult>();
         let mut bytes = vec![0u8; self.tiles as usize * size];
         records.read_bytes(0, &mut bytes);
+        let records: Vec<layout::TileResult> = bytes.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect();
+        // A device's writes to host memory may land after the completion that follows them:
+        // each record says, in its last word, once it is whole.
+        let published = u64::from(self.handle.index) + 1;
+        if records.iter().any(|r| r.seq != published) {
+            self.job = Some(job);
+            return None;
+        }
         Some(
-            bytes
-                .chunks_exact(size)
+            records
+                .iter()
                 .enumerate()
-                .map(|(t, record)| {
-                    let r: layout::TileResult = bytemuck::pod_read_unaligned(record);
-                    outcome(t as u64, r.status, [r.result0, r.result1, r.result2, r.result3])
-                })
+                .map(|(t, r)| outcome(t as u64, r.status, [r.result0, r.result1, r.result2, r.result3]))
                 .collect(),
         )
     }

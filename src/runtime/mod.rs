@@ -400,6 +400,7 @@ impl Runtime {
             handle: self.submit(job)?,
             records,
             tiles,
+            job: None,
         })
     }
 
@@ -547,7 +548,9 @@ impl Runtime {
     }
 
     /// Whether a job published now runs in a launch later than `launch`: the kernel is
-    /// parked (the next launch starts fresh) or has been relaunched since.
+    /// parked (the next launch starts fresh) or has been relaunched since. Then launch
+    /// `launch` has ended, and what its jobs wrote to host memory has landed (a device's
+    /// writes to host memory may land after the completion that follows them).
     ///
     /// Host memory the device reads may sit in a device cache that the host's writes do
     /// not invalidate (reads of host memory rewritten while the kernel runs can return

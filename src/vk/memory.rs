@@ -17,7 +17,11 @@ pub enum Placement {
     /// Device-local memory the host can map (resizable BAR) where it exists, else host
     /// memory: cheap for the GPU to poll and read, uncached (slow) for host reads.
     DeviceShared,
-    /// Host memory, cached on the host where possible: cheap for the host to read.
+    /// Host memory, cached on the host where possible: cheap for the host to read. What a
+    /// job writes here is certain to have landed only once the launch that ran it ended
+    /// ([`crate::Runtime::fresh_launch_since`]): a device's writes to host memory may reach
+    /// it after the job's completion does. Results read as soon as a job completes belong
+    /// in `DeviceShared` memory.
     HostCached,
 }
 

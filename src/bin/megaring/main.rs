@@ -476,8 +476,10 @@ fn run(config: RuntimeConfig, args: RunArgs) -> Result<(), Box<dyn std::error::E
         outcome = run_once();
         times.push(start.elapsed());
     }
-    let shown = b1.read_u32(0, u64::from(args.output_words.max(1)))?;
+    // After the kernel's last launch ended: a device's writes to host memory are certain
+    // to have landed only then (docs/protocol.md, "Guarantees").
     runtime.shutdown()?;
+    let shown = b1.read_u32(0, u64::from(args.output_words.max(1)))?;
     let done = outcome?;
     if args.time {
         times.sort();

@@ -343,6 +343,33 @@ impl Soak {
         }
     }
 
+    /// Host memory or device memory the host maps, at random: jobs' outputs go to both.
+    fn output_placement(rng: &mut Rng) -> Placement {
+        if rng.below(2) == 0 {
+            Placement::HostCached
+        } else {
+            Placement::DeviceShared
+        }
+    }
+
+    /// Waits until what jobs completed so far wrote to host memory has landed: the launch
+    /// they ran in has ended (docs/protocol.md, "Guarantees"). False after the hang bound.
+    fn landed(&self, rt: &Runtime, placement: Placement) -> bool {
+        if placement != Placement::HostCached {
+            return true;
+        }
+        let launch = rt.launches();
+        let start = Instant::now();
+        while !rt.fresh_launch_since(launch) {
+            if start.elapsed() > self.bound {
+                return false;
+            }
+            rt.request_relaunch();
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        true
+    }
+
     fn worker(&self, thread: u64) {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (thread + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
         let mut tags = Tags::new(thread);
@@ -404,10 +431,8 @@ impl Soak {
     fn fill_copy_sum(&self, rt: &Runtime, rng: &mut Rng, tags: &mut Tags) {
         let n = rng.range(1, 4096);
         let value = rng.next() as u32;
-        let (Ok(src), Ok(dst)) = (
-            rt.alloc_u32(n, Placement::DeviceShared),
-            rt.alloc_u32(n, Placement::HostCached),
-        ) else {
+        let placement = Self::output_placement(rng);
+        let (Ok(src), Ok(dst)) = (rt.alloc_u32(n, Placement::DeviceShared), rt.alloc_u32(n, placement)) else {
             return self.failed("allocation", Error::InvalidArgument("buffers for fill/copy/sum".into()));
         };
         let steps = [
@@ -423,7 +448,8 @@ impl Soak {
             };
             let outcome = handle.wait_timeout(self.bound);
             let sum = u64::from(value) * n;
-            let copied = || dst.read_u32(0, n).is_ok_and(|w| w.iter().all(|&x| x == value));
+            let copied =
+                || self.landed(rt, placement) && dst.read_u32(0, n).is_ok_and(|w| w.iter().all(|&x| x == value));
             self.settle(tags, tag, what, outcome, |c| match what {
                 "sum" => c.sum_u64() == sum,
                 "copy" => copied(),
@@ -450,10 +476,11 @@ impl Soak {
             fuel,
         };
         let expected = interp::run(&self.programs[which], &launch, &mut buffers);
+        let placement = Self::output_placement(rng);
         let made = (|| -> megaring::Result<(Job, DeviceBuffer)> {
             let b0 = rt.alloc_u32(u64::from(grid), Placement::DeviceShared)?;
             b0.write_u32(0, &input)?;
-            let b1 = rt.alloc_u32(u64::from(grid), Placement::HostCached)?;
+            let b1 = rt.alloc_u32(u64::from(grid), placement)?;
             let program = rt.load_program(self.programs[which].clone())?;
             let table = rt.buffer_table(&[&b0, &b1])?;
             Ok((Job::program(&program, &table, grid, args, fuel)?, b1))
@@ -467,7 +494,11 @@ impl Soak {
             return;
         };
         let outcome = handle.wait_timeout(self.bound);
-        let written = || b1.read_u32(0, u64::from(grid)).ok();
+        let written = || {
+            self.landed(rt, placement)
+                .then(|| b1.read_u32(0, u64::from(grid)).ok())
+                .flatten()
+        };
         let want: Vec<u32> = bytemuck::cast_slice(&buffers[1]).to_vec();
         self.settle(tags, tag, ["sum program", "scale program"][which], outcome, |c| {
             expected.status == 0 && c.results == expected.results && written().is_some_and(|w| w == want)
@@ -540,8 +571,9 @@ impl Soak {
             let tile = (rng.range(64, 2_000) as u32).min(most);
             let add = rng.next() as u32;
             let fuel = 30 + 6 * tile.div_ceil(lanes);
+            let placement = Self::output_placement(rng);
             let made = rt
-                .alloc_u32(u64::from(grid), Placement::HostCached)
+                .alloc_u32(u64::from(grid), placement)
                 .and_then(|out| Ok((rt.buffer_table(&[&out])?, out)))
                 .and_then(|(table, out)| {
                     Ok((
@@ -553,12 +585,12 @@ impl Soak {
                 Ok((handle, out)) => {
                     Tally::add(&self.tally.submitted, 1);
                     Tally::add(&self.tally.spread_jobs, 1);
-                    jobs.push((handle, out, grid, tile, add));
+                    jobs.push((handle, out, grid, tile, add, placement));
                 }
                 Err(e) => self.failed("spread job", e),
             }
         }
-        for (mut handle, out, grid, tile, add) in jobs {
+        for (mut handle, out, grid, tile, add, placement) in jobs {
             match handle.wait_timeout(self.bound) {
                 Ok(tiles) => {
                     let ranges = tiles.len() as u32 == grid.div_ceil(tile)
@@ -567,11 +599,12 @@ impl Soak {
                             let end = (begin + tile).min(grid);
                             c.results[..3] == [begin, end, end - begin]
                         });
-                    let filled = out.read_u32(0, u64::from(grid)).is_ok_and(|w| {
-                        w.iter()
-                            .enumerate()
-                            .all(|(i, &x)| x == (3 * i as u32).wrapping_add(add))
-                    });
+                    let filled = self.landed(rt, placement)
+                        && out.read_u32(0, u64::from(grid)).is_ok_and(|w| {
+                            w.iter()
+                                .enumerate()
+                                .all(|(i, &x)| x == (3 * i as u32).wrapping_add(add))
+                        });
                     if ranges && filled {
                         Tally::add(&self.tally.done, 1);
                     } else {
