@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{config, device_lock, scratch};
+use common::{config, device_lock, scratch, COPY_REQUESTS};
 use megaring::io::uring::faults as io_faults;
 use megaring::io::{DmaError, DmaRequest, DmaService, IoError, ScanOptions, ScanProgram, ScanValue, Scanner};
 use megaring::vm::{assemble, verify};
@@ -352,31 +352,6 @@ top:    ltu r4, r1, r2
 done:   red.add r7, r6
         result 0, r7
         halt
-";
-
-/// Lane 0 copies b0's 8-word records into the request buffer, one `atomic.add` each.
-const COPY_REQUESTS: &str = "
-        lane r1
-        brnz r1, done
-        buflen r2, b0
-        movi r11, 2
-        shru r2, r2, r11
-        movi r10, 1
-        movi r12, 3
-top:    ltu r4, r9, r2
-        brz r4, done
-        atomic.add r5, b1[r0], r10
-        shl r5, r5, r12
-        addi r5, r5, 8
-        movi r7, 8
-copy:   ld32 r8, b0[r9]
-        st32 b1[r5], r8
-        addi r9, r9, 1
-        addi r5, r5, 1
-        addi r7, r7, -1
-        brnz r7, copy
-        jmp top
-done:   halt
 ";
 
 #[test]

@@ -74,15 +74,7 @@ impl JobHandle {
 
     /// Waits up to `timeout`; [`Error::Timeout`] leaves the handle usable.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Completion> {
-        let mut backoff = Backoff::new(timeout);
-        loop {
-            if let Some(outcome) = self.poll() {
-                return outcome;
-            }
-            if !backoff.snooze() {
-                return Err(Error::Timeout(timeout));
-            }
-        }
+        wait_for(timeout, || self.poll())
     }
 
     /// Waits until the job finishes, is cancelled, or the runtime fails.
@@ -95,6 +87,19 @@ impl Drop for JobHandle {
     fn drop(&mut self) {
         if !self.consumed {
             self.shared.rings.detach(self.index);
+        }
+    }
+}
+
+/// Polls until `poll` gives an outcome, backing off, for at most `timeout`.
+fn wait_for<T>(timeout: Duration, mut poll: impl FnMut() -> Option<Result<T>>) -> Result<T> {
+    let mut backoff = Backoff::new(timeout);
+    loop {
+        if let Some(outcome) = poll() {
+            return outcome;
+        }
+        if !backoff.snooze() {
+            return Err(Error::Timeout(timeout));
         }
     }
 }
@@ -180,15 +185,7 @@ impl TiledHandle {
     /// Waits up to `timeout` for every tile; [`Error::Timeout`] leaves the handle usable.
     /// Returns what [`TiledHandle::poll`] returns.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Vec<Completion>> {
-        let mut backoff = Backoff::new(timeout);
-        loop {
-            if let Some(outcome) = self.poll() {
-                return outcome;
-            }
-            if !backoff.snooze() {
-                return Err(Error::Timeout(timeout));
-            }
-        }
+        wait_for(timeout, || self.poll())
     }
 
     /// Waits until every tile has finished, the job is cancelled, or the runtime fails.

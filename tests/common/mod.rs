@@ -126,3 +126,29 @@ pub const STRIDED_SUM_ASM: &str = "
         result 0, r7
         halt
 ";
+
+/// Lane 0 copies b0's 8-word records into the request buffer, one `atomic.add` each, so
+/// request k is record k.
+pub const COPY_REQUESTS: &str = "
+        lane r1
+        brnz r1, done
+        buflen r2, b0
+        movi r11, 2
+        shru r2, r2, r11       ; words in b0
+        movi r10, 1
+        movi r12, 3
+top:    ltu r4, r9, r2
+        brz r4, done
+        atomic.add r5, b1[r0], r10
+        shl r5, r5, r12
+        addi r5, r5, 8         ; word of record k
+        movi r7, 8
+copy:   ld32 r8, b0[r9]
+        st32 b1[r5], r8
+        addi r9, r9, 1
+        addi r5, r5, 1
+        addi r7, r7, -1
+        brnz r7, copy
+        jmp top
+done:   halt
+";
