@@ -3,8 +3,6 @@
 //! runs tiled (`Runtime::submit_tiled`): tiles' results combine with
 //! [`LibraryProgram::combine`], `count-literal`'s tables with [`literal_chain`]. Their results are tested against independent CPU computations
 //! (`tests/vm_library.rs`).
-//!
-//! Every program the VM issue names is here.
 
 use super::{assemble, verify, VerifiedProgram, VmError};
 
