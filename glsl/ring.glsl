@@ -67,7 +67,7 @@ layout(push_constant) uniform Launch {
 uint board_reserve(BoardRef board, uint index) {
     uint entry = BOARD_OPEN;
     [[unroll]] for (uint k = 0u; k < BOARD_OPEN; k++) {
-        if (entry == BOARD_OPEN && atomicLoad(board.open[k], gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed) == 0ul
+        if (entry == BOARD_OPEN && LOAD_RELAXED(board.open[k]) == 0ul
             && atomicCompSwap(board.open[k], 0ul, uint64_t(index) + 1ul) == 0ul) {
             entry = k;
         }
@@ -96,7 +96,7 @@ bool board_take(BoardRef board, uint used, inout uint64_t own, out uint index, o
     uint64_t candidates[BOARD_OPEN + 1u];
     candidates[0] = own;
     [[unroll]] for (uint k = 0u; k < BOARD_OPEN; k++) {
-        candidates[k + 1u] = atomicLoad(board.open[k], gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+        candidates[k + 1u] = LOAD_RELAXED(board.open[k]);
     }
     bool got = false;
     no_budget = false;
@@ -106,12 +106,12 @@ bool board_take(BoardRef board, uint used, inout uint64_t own, out uint index, o
         uint64_t c = candidates[k];
         if (!got && c != 0ul) {
             uint slot = uint(c - 1ul) & launch.p.ring_mask;
-            uint64_t w = atomicLoad(board.t[slot].work, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed);
+            uint64_t w = LOAD_RELAXED(board.t[slot].work);
             memoryBarrierBuffer(); // the counter's words after the counter
             // An entry reserved by a claim whose set-up has not run yet still names the
             // slot's earlier job, whose tiles are all handed out: not live.
             bool live = uint(w) < uint(w >> 32)
-                        && atomicLoad(board.t[slot].owner, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed) == c;
+                        && LOAD_RELAXED(board.t[slot].owner) == c;
             uint cost = board.t[slot].cost;
             bool fits = uint64_t(used) + uint64_t(cost) + uint64_t(ITERATIONS_PER_PASS + ITERATIONS_PER_JOB + EPOCH_RESERVE)
                         <= uint64_t(launch.p.budget);
@@ -128,7 +128,7 @@ bool board_take(BoardRef board, uint used, inout uint64_t own, out uint index, o
                 if (next < tiles) {
                     memoryBarrierBuffer();
                     got = true;
-                    index = uint(atomicLoad(board.t[slot].owner, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed) - 1ul);
+                    index = uint(LOAD_RELAXED(board.t[slot].owner) - 1ul);
                     tile = next;
                 }
                 close = next + 1u >= tiles;
@@ -167,7 +167,7 @@ bool board_finish(BoardRef board, SqEntry job, uint index, uint tile, inout uint
         results = uvec4(fault == 0xFFFFFFFFu ? 0u : fault, 0u, 0u, 0u);
         uint64_t entry = uint64_t(index) + 1ul;
         [[unroll]] for (uint k = 0u; k < BOARD_OPEN; k++) {
-            if (atomicLoad(board.open[k], gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsRelaxed) == entry) {
+            if (LOAD_RELAXED(board.open[k]) == entry) {
                 atomicCompSwap(board.open[k], entry, 0ul);
             }
         }
@@ -186,9 +186,8 @@ bool board_finish(BoardRef board, SqEntry job, uint index, uint tile, inout uint
 // followed a budget exit, right after its first multi-job claim. `used` is the
 // iterations this invocation has counted. Returns the number claimed (0: nothing
 // published, lost every race, a spread job found every open-list entry taken, or no
-// budget; `no_budget` tells the last apart). Single
-// exit on purpose: an early return is inlined as a one-pass loop, which lavapipe counts
-// as a loop iteration.
+// budget; `no_budget` tells the last apart). Single exit on purpose: an early return is
+// inlined as a one-pass loop, which lavapipe counts as a loop iteration.
 uint ring_claim(ControlRef ctl_ref, SqRef sq, BoardRef board, uint used, out uint first, out bool no_budget) {
     uint head = LOAD_RELAXED(ctl_ref.c.sq_head);
     uint count = 0u;

@@ -31,10 +31,11 @@ impl DeviceBuffer {
         self.0.memory_type()
     }
 
-    /// Writes `data` starting at element `start`.
+    /// Writes `data` starting at element `start`; a job submitted next, from any thread,
+    /// sees it.
     pub fn write_u32(&self, start: u64, data: &[u32]) -> Result<()> {
         self.check(start, data.len() as u64)?;
-        self.0.write_bytes(start * 4, bytemuck::cast_slice(data));
+        self.0.write_visible(start * 4, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -87,7 +88,7 @@ impl DeviceProgram {
     pub(crate) fn upload(ctx: &Arc<Context>, verified: VerifiedProgram) -> Result<Self> {
         let words = verified.program().to_words();
         let code = Buffer::new(ctx, "megaring program", words.len() as u64 * 4, Placement::DeviceShared)?;
-        code.write_bytes(0, bytemuck::cast_slice(&words));
+        code.write_visible(0, bytemuck::cast_slice(&words));
         Ok(DeviceProgram {
             verified,
             code: Arc::new(code),
@@ -151,7 +152,7 @@ impl BufferTable {
             u64::from(layout::VM_MAX_BUFFERS) * 16,
             Placement::DeviceShared,
         )?;
-        table.write_bytes(0, bytemuck::cast_slice(&entries));
+        table.write_visible(0, bytemuck::cast_slice(&entries));
         Ok(BufferTable {
             table: Arc::new(table),
             buffers: buffers.iter().map(|b| b.0.clone()).collect(),

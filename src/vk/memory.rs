@@ -211,8 +211,8 @@ impl Buffer {
             what: name.to_owned(),
             source: AllocationError::NotHostVisible,
         })?);
-        // Start from zeros whatever the allocator handed back, flushed out of this core's
-        // write-combining buffers (see `write_bytes`).
+        // Start from zeros whatever the allocator handed back, fenced out of this core's
+        // write-combining buffers: the buffer may be used from another thread.
         // SAFETY: the mapping covers `size` bytes and nothing else uses the buffer yet.
         unsafe { std::ptr::write_bytes(buffer.mapped.0.as_ptr(), 0, size as usize) };
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
@@ -379,7 +379,9 @@ impl Buffer {
         self.mapped
     }
 
-    /// Copies `data` into the buffer at byte `offset`.
+    /// Copies `data` into the buffer at byte `offset`. The bytes may wait in this core's
+    /// write-combining buffers (BAR mappings are write-combined) until a fence; the ring's
+    /// publication fences, so a job submitted from this thread sees them.
     ///
     /// Panics when the range does not fit; callers check ranges first.
     pub fn write_bytes(&self, offset: u64, data: &[u8]) {
@@ -394,8 +396,12 @@ impl Buffer {
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.mapped.0.as_ptr().add(offset as usize), data.len())
         };
-        // Out of this core's write-combining buffers (BAR mappings are write-combined), so
-        // that a job another thread submits next sees the bytes.
+    }
+
+    /// [`Buffer::write_bytes`], then a fence: a job submitted next, from any thread, sees
+    /// the bytes.
+    pub fn write_visible(&self, offset: u64, data: &[u8]) {
+        self.write_bytes(offset, data);
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 
